@@ -1,0 +1,1 @@
+"""Shared foundation: settings, default models and the Qdrant/embedding setup."""

@@ -1,0 +1,98 @@
+"""One typed settings object for the whole project, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Quantization = Literal["auto", "4bit", "8bit", "none"]
+RetrievalMode = Literal["dense", "hybrid", "bm25"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=PROJECT_ROOT / ".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Paths
+    data_dir: Path = PROJECT_ROOT / "data"
+    cache_dir: Path = PROJECT_ROOT / ".cache"
+    corpus_dir: Path | None = None  # default: <data_dir>/corpus
+    checkpoints_dir: Path | None = None  # default: <data_dir>/checkpoints
+
+    # Qdrant: a server (QDRANT_URL, or QDRANT_HOST + QDRANT_PORT) or the embedded store.
+    qdrant_url: str | None = None
+    qdrant_host: str | None = None
+    qdrant_port: int = 6333
+    qdrant_api_key: str | None = None
+    qdrant_path: Path | None = None  # default: <data_dir>/qdrant
+    collection_name: str = "fcc_docs"
+
+    # Models: empty means the bundled default.
+    local_base_model_path: str = ""
+    local_adapter_path: str | None = None
+    embedding_model: str = ""
+    hf_token: str | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    quantization: Quantization = "auto"  # auto: 4-bit NF4 on CUDA, full precision on CPU
+
+    # Generation
+    context_window: int = 2048
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1
+
+    # Chunking and retrieval
+    chunk_tokens: int = Field(200, description="Max embedder tokens per chunk (window is 256).")
+    chunk_overlap_tokens: int = 32
+    embed_batch_size: int = 64
+    retrieval_k: int = 4
+    retrieval_mode: RetrievalMode = "hybrid"
+    score_threshold: float = 0.3  # min dense cosine similarity for a chunk to count as relevant
+
+    # Server
+    host: str = "0.0.0.0"
+    port: int = 8000
+    api_key: str | None = None
+    max_upload_mb: int = 25
+
+    @field_validator("local_adapter_path", "qdrant_url", "qdrant_host", "api_key", "hf_token")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def qdrant_location(self) -> Path:
+        return self.qdrant_path or self.data_dir / "qdrant"
+
+    @property
+    def corpus_path(self) -> Path:
+        return self.corpus_dir or self.data_dir / "corpus"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.checkpoints_dir or self.data_dir / "checkpoints"
+
+    @property
+    def uploads_path(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def feedback_db(self) -> Path:
+        return self.data_dir / "feedback.sqlite3"
+
+    @property
+    def uses_server(self) -> bool:
+        return bool(self.qdrant_url or self.qdrant_host)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""QLoRA fine-tuning: data loading, presets, training with TRL, adapters with their metadata."""
