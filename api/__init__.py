@@ -1,0 +1,1 @@
+"""The REST API, served by the same process as the Chainlit chat."""

@@ -1,0 +1,1 @@
+"""The Chainlit chat and the REST API in one server (see api/)."""

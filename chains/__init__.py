@@ -1,0 +1,1 @@
+"""Retrieval, the QLoRA chat model, and the generation/summarization chains."""

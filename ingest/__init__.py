@@ -1,0 +1,1 @@
+"""Files -> documents with page/section metadata -> chunks -> embeddings -> Qdrant."""
