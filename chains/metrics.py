@@ -16,6 +16,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import PurePosixPath
 
+from chains.citations import MARKER as CITATION_MARKER
+from chains.citations import marker_numbers
+
 # Text normalisation ------------------------------------------------------------------------
 
 _CHAR_MAP = str.maketrans(
@@ -136,7 +139,6 @@ _LOOSE_DASH = re.compile(r"(?<=[a-z0-9.])-|-(?!\d)")
 _LOOSE_SLASH = re.compile(r"(?<![a-z0-9])/|/(?![a-z0-9])")
 _SPACES = re.compile(r"\s+")
 _WORD = re.compile(r"[a-z]+")
-CITATION_MARKER = re.compile(r"\[\s*(\d+(?:\s*[,;]\s*\d+)*)\s*\]")
 
 
 def normalize_text(text: str | None) -> str:
@@ -242,10 +244,10 @@ def rouge_l(candidate: str | None, reference: str | None) -> dict[str, float]:
 
 
 def cited_numbers(answer: str | None) -> list[int]:
-    """Every [n] (and [n, m]) marker in order of appearance, repeats kept."""
+    """Every number in every [n], [n, m], [n-m] marker, in order, repeats kept."""
     numbers: list[int] = []
     for match in CITATION_MARKER.finditer(answer or ""):
-        numbers.extend(int(n) for n in re.split(r"\s*[,;]\s*", match.group(1).strip()))
+        numbers.extend(marker_numbers(match.group(1)))
     return numbers
 
 

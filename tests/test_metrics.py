@@ -124,7 +124,17 @@ def test_lcs_length():
 
 
 def test_cited_numbers_reads_single_and_grouped_markers():
-    assert m.cited_numbers("A [1]. B [2, 3]. C [1][4]; D [ 5 ]") == [1, 2, 3, 1, 4, 5]
+    assert m.cited_numbers("A [1]. B [2, 3]. C [1][4]; D [ 5 ] E [6-8]") == [
+        1,
+        2,
+        3,
+        1,
+        4,
+        5,
+        6,
+        7,
+        8,
+    ]
     assert m.cited_numbers("no markers, only §15.109 and [a]") == []
     assert m.cited_numbers(None) == []
 
