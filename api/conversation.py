@@ -1,0 +1,151 @@
+"""One question-answering path for every caller: the Chainlit chat, `/api/chat`,
+`/api/chat/qlora/chat` and `/v1/chat/completions` all go through these functions, which
+call `chains.service.get_assistant()` (the RAG chain itself lives in `chains/`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from api.feedback import get_feedback_store
+
+
+class ModelNotLoadedError(RuntimeError):
+    """The QLoRA service has no model loaded (after unload)."""
+
+
+@dataclass
+class AskOptions:
+    k: int | None = None
+    mode: str | None = None
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    filters: dict | None = None
+    collection: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def generation(self) -> dict[str, Any]:
+        values = {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            **self.extra,
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
+    def rag_kwargs(self) -> dict[str, Any]:
+        return {"k": self.k, "mode": self.mode, "filters": self.filters, **self.generation()}
+
+
+def split_conversation(messages: Iterable[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+    """(role, content) messages -> (question, history as (user, assistant) pairs).
+
+    The last user message is the question; earlier user/assistant turns pair up in order
+    (a user turn without an answer gets an empty one); system messages are ignored.
+    """
+    turns = [(role, content) for role, content in messages if role in ("user", "assistant")]
+    if not turns or turns[-1][0] != "user" or not turns[-1][1].strip():
+        raise ValueError("the last message must be a non-empty question from the user")
+    question = turns[-1][1].strip()
+    history: list[tuple[str, str]] = []
+    pending: str | None = None
+    for role, content in turns[:-1]:
+        if role == "user":
+            if pending is not None:
+                history.append((pending, ""))
+            pending = content
+        elif pending is not None:
+            history.append((pending, content))
+            pending = None
+    if pending is not None:
+        history.append((pending, ""))
+    return question, history
+
+
+def timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def assistant():
+    from chains.service import get_assistant
+
+    return get_assistant()
+
+
+def model_info() -> dict[str, Any]:
+    a = assistant()
+    if not a.loaded:
+        return {"loaded": False}
+    info = dict(a.llm.info())
+    info["loaded"] = True
+    return info
+
+
+def rag_chain(collection: str | None = None, require_loaded: bool = False):
+    """The RAG chain (loads the model on first use unless `require_loaded`)."""
+    a = assistant()
+    if require_loaded and not a.loaded:
+        raise ModelNotLoadedError(
+            "No model is loaded: POST /api/chat/qlora/load (or load_trained) first."
+        )
+    return a.rag(collection)
+
+
+def ask(
+    question: str,
+    history: list[tuple[str, str]] | None = None,
+    options: AskOptions | None = None,
+    require_loaded: bool = False,
+):
+    """Answer synchronously; returns the chain's RagResult."""
+    options = options or AskOptions()
+    chain = rag_chain(options.collection, require_loaded)
+    return chain.invoke(question, history=history or None, **options.rag_kwargs())
+
+
+async def ask_stream(
+    question: str,
+    history: list[tuple[str, str]] | None = None,
+    options: AskOptions | None = None,
+    require_loaded: bool = False,
+) -> AsyncIterator[tuple[str, Any]]:
+    """Yield the chain's events: ("retrieved", sources), ("token", text), ("done", RagResult)."""
+    options = options or AskOptions()
+    # Loading the model can take seconds: never on the event loop.
+    chain = await asyncio.to_thread(rag_chain, options.collection, require_loaded)
+    async for event in chain.astream(question, history=history or None, **options.rag_kwargs()):
+        yield event
+
+
+def sources_of(result) -> list[dict]:
+    return [source.to_dict() for source in result.sources]
+
+
+def record(result, channel: str, answer_id: str | None = None) -> str:
+    """Keep the answer for feedback and the fine-tuning export; return its id."""
+    return get_feedback_store().record_answer(
+        question=result.question,
+        answer=result.answer or "",
+        sources=sources_of(result),
+        model_info=model_info(),
+        answer_id=answer_id,
+        channel=channel,
+    )
+
+
+def response_payload(result, answer_id: str) -> dict[str, Any]:
+    return {
+        "id": answer_id,
+        "answer": result.answer or "",
+        "sources": sources_of(result),
+        "abstained": result.abstained,
+        "timestamp": timestamp(),
+        "model_info": model_info(),
+        "standalone_question": result.standalone_question,
+        "timings": result.timings,
+        "usage": result.usage,
+    }

@@ -1,0 +1,1 @@
+"""FastAPI routers; `api.server.install` adds them to the Chainlit server."""
