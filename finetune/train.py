@@ -1,0 +1,441 @@
+"""One training run: data → LoRA (QLoRA on a quantized base) → TRL's SFTTrainer → adapter folder.
+
+    from finetune.config import TrainConfig
+    from finetune.train import train
+    result = train(TrainConfig(data="data/qa/fcc_qa.csv", preset="fast"))
+
+The loss covers the answer tokens only: examples go to TRL as conversational prompt-completion
+pairs with `completion_only_loss=True` (SmolLM2's chat template has no generation markers, so
+`assistant_only_loss` cannot mask it). `train()` installs no signal handlers and is safe to run in a
+background thread; pass `on_progress` for step updates and `progress_bar=False` for no tqdm.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.settings import get_settings
+from finetune.callbacks import LogLines, LossProgressBar, ProgressHook, ProgressReporter
+from finetune.config import TrainConfig
+from finetune.data import (
+    DataError,
+    Example,
+    LoadResult,
+    examples_from_records,
+    filter_examples,
+    read_examples,
+    split_examples,
+    to_training_record,
+    tokenize_record,
+)
+from finetune.memory import MemoryEstimate, estimate_memory
+from finetune.modeling import LoadedModel, load_base_model
+from finetune.plots import save_loss_curve
+
+log = logging.getLogger(__name__)
+
+FINAL_MODEL = "final_model"
+TRAINING_INFO = "training_info.json"
+LOSS_CURVE = "loss_curve.png"
+
+
+@dataclass
+class TrainResult:
+    final_model_path: Path
+    train_loss: float | None
+    eval_loss: float | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    output_dir: Path | None = None
+    loss_curve_path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        for key in ("final_model_path", "output_dir", "loss_curve_path"):
+            values[key] = str(values[key]) if values[key] is not None else None
+        return values
+
+
+@dataclass
+class PreparedData:
+    train: list[Example]
+    eval: list[Example]
+    loaded: LoadResult
+
+    @property
+    def source(self) -> str:
+        return self.loaded.path
+
+
+# Data ----------------------------------------------------------------------------------------
+
+
+def prepare_data(config: TrainConfig, examples: list | None = None) -> PreparedData:
+    """Load (file or in-memory), filter by category/difficulty, split stratified by category."""
+    data = examples if examples is not None else config.data
+    if data is None:
+        raise DataError("No training data: give a file (--data) or a list of examples.")
+    if isinstance(data, str | Path):
+        loaded = read_examples(data, strict=config.strict)
+    else:
+        loaded = examples_from_records(data, strict=config.strict)
+    selected = filter_examples(loaded.examples, config.categories, config.difficulties)
+    train_examples, eval_examples = split_examples(selected, config.eval_ratio, config.seed)
+    return PreparedData(train_examples, eval_examples, loaded)
+
+
+def _warn_about_lengths(tokenizer, records: list[dict], max_length: int) -> dict[str, int]:
+    lengths = [tokenize_record(tokenizer, record) for record in records]
+    too_long = sum(1 for t in lengths if len(t["input_ids"]) > max_length)
+    prompt_only = sum(1 for t in lengths if t["labels"][:max_length].count(-100) >= max_length)
+    if too_long:
+        log.warning(
+            "%d of %d training examples are longer than max_length=%d tokens and lose their end "
+            "(answer tokens); %d lose the whole answer and are dropped. Raise --max-length "
+            "(`python -m finetune data stats FILE` shows the lengths).",
+            too_long,
+            len(records),
+            max_length,
+            prompt_only,
+        )
+    return {"truncated": too_long, "dropped": prompt_only}
+
+
+# Output folders ------------------------------------------------------------------------------
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    return Path(found) if found else None
+
+
+def resolve_output(config: TrainConfig) -> tuple[Path, Path | None]:
+    """The run folder, and the checkpoint to resume from (None: a fresh run)."""
+    settings = get_settings()
+    explicit = Path(config.output_dir).expanduser() if config.output_dir else None
+    if not config.resume:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = config.run_name or f"{stamp}-{config.preset}"
+        return explicit or settings.checkpoints_path / name, None
+    if config.resume == "latest":
+        if explicit is not None:
+            folder = explicit
+        else:
+            runs = [p for p in settings.checkpoints_path.glob("*") if _latest_checkpoint(p)]
+            if not runs:
+                raise ValueError(
+                    f"--resume latest: no run with checkpoints under {settings.checkpoints_path}; "
+                    "give the run folder with --output-dir or a checkpoint folder with --resume PATH."
+                )
+            folder = max(runs, key=lambda p: p.stat().st_mtime)
+        checkpoint = _latest_checkpoint(folder)
+        if checkpoint is None:
+            raise ValueError(f"--resume latest: {folder} holds no checkpoint-* folder.")
+        return folder, checkpoint
+    path = Path(config.resume).expanduser()
+    if not path.is_dir():
+        raise ValueError(
+            f"--resume {config.resume}: no such folder. Give a checkpoint-N folder, a run folder or 'latest'."
+        )
+    if path.name.startswith("checkpoint-"):
+        return explicit or path.parent, path
+    checkpoint = _latest_checkpoint(path)
+    if checkpoint is None:
+        raise ValueError(f"--resume {path}: no checkpoint-* folder inside.")
+    return explicit or path, checkpoint
+
+
+# Model ---------------------------------------------------------------------------------------
+
+
+def build_lora_model(config: TrainConfig) -> tuple[LoadedModel, torch.nn.Module]:
+    """The base model (quantized or not), prepared for k-bit training when quantized, with LoRA."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    loaded = load_base_model(config.base_model, config.quantization, config.device)
+    model = loaded.model
+    checkpointing = config.resolved_gradient_checkpointing
+    if loaded.quantization in {"4bit", "8bit"}:
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    model.config.use_cache = (
+        False  # the KV cache is useless in training and conflicts with checkpointing
+    )
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.resolved_target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return loaded, get_peft_model(model, lora)
+
+
+# Training ------------------------------------------------------------------------------------
+
+
+def _steps_per_epoch(n_train: int, config: TrainConfig) -> int:
+    batches = math.ceil(n_train / config.resolved_batch_size)
+    return max(1, math.ceil(batches / config.resolved_gradient_accumulation_steps))
+
+
+def _sft_config(config: TrainConfig, output_dir: Path, device: str, n_train: int, has_eval: bool):
+    from trl import SFTConfig
+
+    on_cuda = device.startswith("cuda")
+    total_steps = config.max_steps or math.ceil(
+        config.resolved_epochs * _steps_per_epoch(n_train, config)
+    )
+    eval_steps = config.eval_steps or config.save_steps
+    save_steps = config.save_steps or eval_steps
+    strategy = "steps" if eval_steps else "epoch"
+    checkpointing = config.resolved_gradient_checkpointing
+    load_best = has_eval and (strategy == "epoch" or save_steps % eval_steps == 0)
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=config.resolved_epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.resolved_learning_rate,
+        per_device_train_batch_size=config.resolved_batch_size,
+        per_device_eval_batch_size=config.resolved_batch_size,
+        gradient_accumulation_steps=config.resolved_gradient_accumulation_steps,
+        gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps or max(1, total_steps // 50),
+        logging_first_step=True,
+        eval_strategy=strategy if has_eval else "no",
+        eval_steps=eval_steps if has_eval and strategy == "steps" else None,
+        save_strategy=strategy,
+        save_steps=save_steps if strategy == "steps" else None,
+        load_best_model_at_end=load_best,
+        metric_for_best_model="eval_loss" if load_best else None,
+        greater_is_better=False if load_best else None,
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        max_length=config.max_length,
+        completion_only_loss=True,
+        bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        fp16=False,
+        use_cpu=not on_cuda,
+        neftune_noise_alpha=config.neftune_alpha,
+        disable_tqdm=True,  # LossProgressBar replaces transformers' bar
+        dataloader_num_workers=0,
+        run_name=output_dir.name,
+    )
+
+
+def train(
+    config: TrainConfig,
+    on_progress: ProgressHook | None = None,
+    examples: list | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter and save it to OUTPUT/final_model (see the module docstring)."""
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallback
+    from trl import SFTTrainer
+
+    config.validate(require_data=examples is None)
+    started = time.monotonic()
+    data = prepare_data(config, examples)
+    output_dir, resume_from = resolve_output(config)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log.info(
+        "Data: %d examples from %s → %d train / %d eval, by category %s",
+        len(data.train) + len(data.eval),
+        data.source,
+        len(data.train),
+        len(data.eval),
+        dict(Counter(e.category for e in data.train + data.eval)),
+    )
+
+    loaded, model = build_lora_model(config)
+    trainer = None
+    try:
+        train_records = [to_training_record(e, config.system_prompts) for e in data.train]
+        eval_records = [to_training_record(e, config.system_prompts) for e in data.eval]
+        length_report = _warn_about_lengths(loaded.tokenizer, train_records, config.max_length)
+        args = _sft_config(
+            config, output_dir, loaded.device, len(train_records), bool(eval_records)
+        )
+        callbacks: list = []
+        if on_progress is not None:
+            callbacks.append(ProgressReporter(on_progress))
+        callbacks.append(LossProgressBar() if config.progress_bar else LogLines())
+        if config.early_stopping_patience:
+            if args.load_best_model_at_end:
+                callbacks.append(
+                    EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
+                )
+            else:
+                log.warning("Early stopping needs an eval split (--eval-ratio > 0); it is off.")
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(train_records),
+            eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
+            processing_class=loaded.tokenizer,
+            callbacks=callbacks,
+        )
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        if loaded.quantization != "none" and loaded.dtype == "float32":
+            # TRL casts QLoRA adapters to bf16 (the paper's GPU recipe); on the CPU they stay fp32.
+            for parameter in trainer.model.parameters():
+                if parameter.requires_grad and parameter.dtype != torch.float32:
+                    parameter.data = parameter.data.float()
+        memory = estimate_memory(
+            trainer.model,
+            config.resolved_batch_size,
+            config.max_length,
+            config.resolved_gradient_checkpointing,
+            torch.bfloat16 if args.bf16 else torch.float32,
+        )
+        log.info(
+            "Model %s (%s, %s on %s), LoRA r=%d alpha=%d on %s; memory estimate at batch %d × %d tokens:\n%s",
+            loaded.path,
+            loaded.quantization,
+            loaded.dtype,
+            loaded.device,
+            config.lora_r,
+            config.lora_alpha,
+            config.resolved_target_modules,
+            config.resolved_batch_size,
+            config.max_length,
+            memory.format(),
+        )
+        if resume_from is not None:
+            log.info("Resuming from %s", resume_from)
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        eval_metrics = trainer.evaluate() if eval_records else {}
+        return _save_run(
+            trainer,
+            config,
+            loaded,
+            data,
+            output_dir,
+            output,
+            eval_metrics,
+            memory,
+            length_report,
+            started,
+        )
+    finally:
+        del trainer, model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _save_run(
+    trainer,
+    config: TrainConfig,
+    loaded: LoadedModel,
+    data: PreparedData,
+    output_dir: Path,
+    output,
+    eval_metrics: dict,
+    memory: MemoryEstimate,
+    length_report: dict,
+    started: float,
+) -> TrainResult:
+    import peft
+    import transformers
+    import trl
+
+    final = output_dir / FINAL_MODEL
+    trainer.save_model(str(final))
+    loaded.tokenizer.save_pretrained(str(final))
+    state = trainer.state
+    history = state.log_history
+    train_loss = float(output.training_loss) if output.training_loss is not None else None
+    eval_loss = float(eval_metrics["eval_loss"]) if "eval_loss" in eval_metrics else None
+    info = {
+        "train_loss": train_loss,
+        "eval_loss": eval_loss,
+        "best_eval_loss": state.best_metric,
+        "epochs": round(state.epoch or 0.0, 4),
+        "global_step": state.global_step,
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "runtime_s": round(time.monotonic() - started, 1),
+        "data_sha256": data.loaded.sha256,
+        "data": {
+            "source": data.source,
+            "examples": len(data.train) + len(data.eval),
+            "train": len(data.train),
+            "eval": len(data.eval),
+            "by_category": dict(
+                sorted(Counter(e.category for e in data.train + data.eval).items())
+            ),
+            "issues": len(data.loaded.issues),
+            **length_report,
+        },
+        "base_model": loaded.name or loaded.path,
+        "base_model_path": loaded.path,
+        "quantization": loaded.quantization,
+        "device": loaded.device,
+        "dtype": loaded.dtype,
+        "preset": config.preset,
+        "arguments": config.to_dict(),
+        "lora_trainable_params": memory.lora_params,
+        "memory_estimate": memory.to_dict(),
+        "loss_history": [
+            {"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]}
+            for e in history
+            if "loss" in e
+        ],
+        "eval_history": [
+            {"step": e["step"], "epoch": e.get("epoch"), "eval_loss": e["eval_loss"]}
+            for e in history
+            if "eval_loss" in e
+        ],
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+            "trl": trl.__version__,
+        },
+    }
+    (final / TRAINING_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False, default=str))
+    curve = save_loss_curve(
+        history, output_dir / LOSS_CURVE, title=f"{output_dir.name} ({config.preset})"
+    )
+    if not config.keep_checkpoints:
+        for checkpoint in output_dir.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    log.info("Adapter saved to %s (train loss %s, eval loss %s)", final, train_loss, eval_loss)
+    return TrainResult(
+        final_model_path=final,
+        train_loss=train_loss,
+        eval_loss=eval_loss,
+        metrics={
+            "global_step": state.global_step,
+            "epochs": info["epochs"],
+            "best_eval_loss": state.best_metric,
+            "runtime_s": info["runtime_s"],
+            "train_examples": len(data.train),
+            "eval_examples": len(data.eval),
+        },
+        output_dir=output_dir,
+        loss_curve_path=curve,
+    )
