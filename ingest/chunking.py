@@ -1,0 +1,410 @@
+"""Structure-aware chunking, measured in the embedding model's own tokens.
+
+A segment's text is cut into units first: section headings (`§ 97.313 ...`), Markdown
+headings, lettered paragraphs `(a)`, numbered/roman sub-paragraphs and blank-line blocks.
+Units are packed into chunks of at most `chunk_tokens` tokens; headings are hard
+boundaries (a chunk never spans two sections), and a lettered paragraph with its
+sub-paragraphs starts a new chunk when it would not fit into the current one. A unit longer
+than a chunk is cut into token windows with `chunk_overlap_tokens` overlap, ending at a
+line or sentence end where one is near.
+
+Chunk text is always a verbatim slice of the segment. The text that is embedded gets the
+chunk's heading in front (`§ 15.109 Radiated emission limits.`) unless the chunk starts
+with it, so a paragraph like "(c) ... 40 dBµV/m" is still found by its section.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ingest.documents import LoadedFile
+
+SPECIAL_TOKENS = 2  # [CLS] and [SEP]
+
+_SECTION_LINE = re.compile(r"^§\s*(\d{1,3})\.(\d{1,4}[a-z]?(?:-\d+)?)\s+[\[A-Z(\"'“]")
+_SECTION_IN_HEADING = re.compile(
+    r"^(?:§\s*|sec(?:tion|\.)\s*)?(\d{1,3})\.(\d{1,4}[a-z]?)(?=[\s.:,—–-]|$)", re.IGNORECASE
+)
+_MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+# "2. Device exposure categories" on a line of its own in PDFs and text files.
+_NUMBERED_HEADING = re.compile(r"^\d{1,2}(?:\.\d{1,2}){0,3}\.?\s+[A-Z][^.!?:;|]{1,78}[^.!?:;,|\s]$")
+_MARKER = re.compile(r"^\(([a-z]{1,2}|\d{1,3}|[ivxl]{1,5})\)\s")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_ROMAN_AFTER = {"i": "h", "v": "u", "x": "w", "l": "k"}
+
+
+@dataclass
+class Chunk:
+    text: str  # verbatim slice of the source text
+    embed_text: str  # what is embedded and keyword-indexed: heading prefix + text
+    page: int | None
+    section: str | None
+    part: str | None
+    subpart: str | None
+    heading: str | None
+    tokens: int  # embedder tokens of embed_text, special tokens included
+
+
+@dataclass
+class _Unit:
+    start: int
+    end: int
+    kind: str  # "section" | "heading" | "letter" | "para"
+    section: str | None = None
+    heading: str | None = None
+    level: int | None = None  # Markdown heading level; None for plain lines
+    tokens: int = 0
+
+
+@dataclass
+class _State:
+    section: str | None = None
+    section_level: int | None = None
+    heading: str | None = None
+    part: str | None = None
+    subpart: str | None = None
+
+
+def part_of(section: str | None) -> str | None:
+    return section.split(".", 1)[0] if section and "." in section else None
+
+
+def _heading_section(text: str) -> str | None:
+    if text.startswith("§§"):
+        return None
+    match = _SECTION_IN_HEADING.match(text)
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
+def _is_letter(marker: str, last_letter: str | None) -> bool:
+    if not marker.isalpha():
+        return False
+    if marker in _ROMAN_AFTER or all(c in "ivxl" for c in marker):
+        return last_letter == _ROMAN_AFTER.get(marker, "")  # (i) after (h) is a letter
+    return True
+
+
+def split_units(text: str, markdown_headings: bool) -> list[_Unit]:
+    """Cut text into structural units (character spans of `text`)."""
+    units: list[_Unit] = []
+    position = 0
+    last_letter: str | None = None
+    in_fence = False
+    current: _Unit | None = None
+
+    def close(end: int) -> None:
+        nonlocal current
+        if current is not None:
+            current.end = end
+            if text[current.start : current.end].strip():
+                units.append(current)
+            current = None
+
+    lines = text.splitlines(keepends=True)
+
+    def numbered_heading(index: int, stripped: str) -> bool:
+        if markdown_headings or not _NUMBERED_HEADING.match(stripped):
+            return False
+        following = next((line.strip() for line in lines[index + 1 :] if line.strip()), "")
+        return bool(following) and not _NUMBERED_HEADING.match(following)
+
+    for index, line in enumerate(lines):
+        start, position = position, position + len(line)
+        stripped = line.strip()
+        line_end = start + len(line.rstrip())
+        if not stripped:
+            close(start)
+            continue
+        if markdown_headings and _FENCE.match(line):
+            in_fence = not in_fence
+        heading = _MD_HEADING.match(stripped) if markdown_headings and not in_fence else None
+        section_line = None if heading or in_fence else _SECTION_LINE.match(stripped)
+        marker = None if heading or section_line or in_fence else _MARKER.match(stripped)
+        if heading:
+            close(start)
+            title = heading.group(2).strip()
+            section = _heading_section(title)
+            units.append(
+                _Unit(
+                    start + len(line) - len(line.lstrip()),
+                    line_end,
+                    "section" if section else "heading",
+                    section=section,
+                    heading=title,
+                    level=len(heading.group(1)),
+                )
+            )
+            last_letter = None
+        elif section_line and len(stripped) <= 300:
+            close(start)
+            section = f"{section_line.group(1)}.{section_line.group(2)}"
+            units.append(
+                _Unit(
+                    start + len(line) - len(line.lstrip()), line_end, "section", section, stripped
+                )
+            )
+            last_letter = None
+        elif not marker and numbered_heading(index, stripped):
+            close(start)
+            units.append(
+                _Unit(start + len(line) - len(line.lstrip()), line_end, "heading", heading=stripped)
+            )
+            last_letter = None
+        elif marker:
+            close(start)
+            letter = _is_letter(marker.group(1), last_letter)
+            if letter:
+                last_letter = marker.group(1)
+            current = _Unit(
+                start + len(line) - len(line.lstrip()), line_end, "letter" if letter else "para"
+            )
+        elif current is None:
+            current = _Unit(start + len(line) - len(line.lstrip()), line_end, "para")
+        current_end = line_end
+        if current is not None:
+            current.end = current_end
+    close(len(text.rstrip()))
+    return units
+
+
+class Chunker:
+    """Chunks LoadedFiles with one tokenizer; one instance per ingest run."""
+
+    def __init__(self, tokenizer, chunk_tokens: int, overlap_tokens: int, window: int):
+        self.tokenizer = tokenizer
+        # Texts longer than the window are measured on purpose (to split them): no warning.
+        getattr(tokenizer, "deprecation_warnings", {})[
+            "sequence-length-is-longer-than-the-specified-maximum"
+        ] = True
+        self.window = window
+        self.budget = max(16, min(chunk_tokens, window - SPECIAL_TOKENS))
+        self.overlap = max(0, min(overlap_tokens, self.budget // 2))
+        # Room for the heading prefix of the embedded text.
+        self.prefix_budget = max(0, window - SPECIAL_TOKENS - self.budget - 1)
+
+    def _encode(self, texts: list[str], offsets: bool = False):
+        return self.tokenizer(
+            texts,
+            add_special_tokens=False,
+            return_offsets_mapping=offsets,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+
+    def chunk(self, loaded: LoadedFile) -> list[Chunk]:
+        state = _State()
+        pieces: list[tuple[str, _State, int | None]] = []  # (text, state, page)
+        for segment in loaded.segments:
+            if segment.structured:
+                state = _State(
+                    segment.section, None, segment.heading, segment.part, segment.subpart
+                )
+            units = split_units(segment.text, loaded.markdown_headings)
+            if not units:
+                continue
+            encoded = self._encode([segment.text[u.start : u.end] for u in units])
+            for unit, ids in zip(units, encoded["input_ids"], strict=True):
+                unit.tokens = len(ids)
+            packed, state = self._pack(segment.text, units, state, segment.structured)
+            pieces.extend((text, unit_state, segment.page) for text, unit_state in packed)
+            if segment.structured:
+                state = _State()
+        return self._finish(pieces, loaded.title)
+
+    def _advance(self, state: _State, unit: _Unit, structured: bool) -> _State:
+        if structured or unit.kind not in ("section", "heading"):
+            return state
+        if unit.kind == "section":
+            return _State(unit.section, unit.level, unit.heading, part_of(unit.section), None)
+        reset = (
+            state.section_level is not None
+            and unit.level is not None
+            and unit.level <= state.section_level
+        )
+        if reset:
+            return _State(None, None, unit.heading, None, None)
+        return _State(state.section, state.section_level, unit.heading, state.part, state.subpart)
+
+    def _pack(self, text, units, state, structured):
+        """(chunk text, state of its content) for one segment, and the state after it."""
+        budget = self.budget
+        current: list[int] = []
+        current_tokens = 0
+        out: list[tuple[str, _State]] = []
+
+        def flush():
+            nonlocal current, current_tokens
+            if current:
+                first, last = units[current[0]], units[current[-1]]
+                out.append((text[first.start : last.end], chunk_state))
+            current, current_tokens = [], 0
+
+        chunk_state = state
+        group_sizes = self._group_sizes(units)
+        for index, unit in enumerate(units):
+            is_heading = unit.kind in ("section", "heading")
+            only_headings = all(units[i].kind in ("section", "heading") for i in current)
+            holds_section = any(units[i].kind == "section" for i in current)
+            if (
+                is_heading
+                and current
+                and (not only_headings or unit.kind == "section" and holds_section)
+                or (
+                    unit.kind == "letter"
+                    and current
+                    and current_tokens + group_sizes[index] > budget
+                    and group_sizes[index] <= budget
+                    and current_tokens >= budget // 4
+                )
+            ):
+                flush()
+            state = self._advance(state, unit, structured)
+            if unit.tokens > budget:
+                start = units[current[0]].start if current and only_headings else unit.start
+                if current and not only_headings:
+                    flush()
+                current, current_tokens = [], 0
+                chunk_state = state
+                for piece in self._windows(text, start, unit.end):
+                    out.append((piece, state))
+                continue
+            if current_tokens + unit.tokens > budget:
+                flush()
+            current.append(index)
+            current_tokens += unit.tokens
+            chunk_state = state
+        flush()
+        return out, state
+
+    @staticmethod
+    def _group_sizes(units: list[_Unit]) -> list[int]:
+        """Tokens of each lettered paragraph together with its sub-paragraphs."""
+        sizes = [0] * len(units)
+        running = 0
+        for index in range(len(units) - 1, -1, -1):
+            unit = units[index]
+            if unit.kind in ("section", "heading"):
+                running = 0
+                continue
+            running += unit.tokens
+            sizes[index] = running
+            if unit.kind == "letter":
+                running = 0
+        return sizes
+
+    def _windows(self, text: str, start: int, end: int) -> list[str]:
+        """Cut text[start:end] into windows of at most `budget` tokens with overlap."""
+        span = text[start:end]
+        offsets = self._encode([span], offsets=True)["offset_mapping"][0]
+        count = len(offsets)
+        budget = self.budget
+
+        def word_start(i: int) -> bool:
+            return i == 0 or offsets[i][0] > offsets[i - 1][1]
+
+        pieces: list[str] = []
+        first = 0
+        while first < count:
+            last = min(first + budget, count)  # exclusive
+            if last < count:
+                last = self._cut_point(span, offsets, first, last, word_start)
+            pieces.append(span[offsets[first][0] : offsets[last - 1][1]].strip())
+            if last >= count:
+                break
+            first = self._overlap_start(span, offsets, first, last, word_start)
+        return [piece for piece in pieces if piece]
+
+    def _overlap_start(self, span, offsets, first, last, word_start) -> int:
+        """Where the next window starts: `overlap` tokens back, moved to a line or word start."""
+        target = max(last - self.overlap, first + 1)
+        if self.overlap == 0:
+            return last
+        lines = [
+            i
+            for i in range(max(target - 16, first + 1), last)
+            if "\n" in span[offsets[i - 1][1] : offsets[i][0]]
+        ]
+        if lines:
+            return min(lines, key=lambda i: abs(i - target))
+        for back in range(target, max(target - 12, first + 1) - 1, -1):
+            if word_start(back):
+                return back
+        return target
+
+    @staticmethod
+    def _cut_point(span, offsets, first, last, word_start) -> int:
+        budget = last - first
+
+        def gap(i: int) -> str:
+            return span[offsets[i - 1][1] : offsets[i][0]]
+
+        for i in range(last, first + budget // 2, -1):
+            if "\n" in gap(i):
+                return i
+        for i in range(last, first + (budget * 3) // 5, -1):
+            if gap(i) and span[offsets[i - 1][0] : offsets[i - 1][1]] in {".", ";", ":", "?", "!"}:
+                return i
+        for i in range(last, first + budget // 2, -1):
+            if word_start(i):
+                return i
+        return last
+
+    def _finish(self, pieces, title: str) -> list[Chunk]:
+        if not pieces:
+            return []
+        prefixes = [self._prefix(state, title) for _, state, _ in pieces]
+        texts = [text for text, _, _ in pieces]
+        distinct = sorted({p for p in prefixes if p})
+        prefix_tokens = {}
+        if distinct:
+            encoded = self._encode(distinct, offsets=True)
+            for prefix, offsets in zip(distinct, encoded["offset_mapping"], strict=True):
+                if len(offsets) > self.prefix_budget:
+                    cut = offsets[self.prefix_budget - 1][1] if self.prefix_budget else 0
+                    prefix_tokens[prefix] = prefix[:cut].rstrip()
+                else:
+                    prefix_tokens[prefix] = prefix
+        embed_texts = []
+        for text, prefix in zip(texts, prefixes, strict=True):
+            short = prefix_tokens.get(prefix, "") if prefix else ""
+            if short and not _starts_with_heading(text, prefix):
+                embed_texts.append(f"{short}\n{text}")
+            else:
+                embed_texts.append(text)
+        lengths = [len(ids) + SPECIAL_TOKENS for ids in self._encode(embed_texts)["input_ids"]]
+        for i, (tokens, embed_text) in enumerate(zip(lengths, embed_texts, strict=True)):
+            if tokens > self.window and embed_text != texts[i]:
+                # A window cut inside a very long word can re-tokenize a little longer.
+                embed_texts[i] = texts[i]
+                lengths[i] = len(self._encode([texts[i]])["input_ids"][0]) + SPECIAL_TOKENS
+        chunks = []
+        for (text, state, page), embed_text, tokens in zip(
+            pieces, embed_texts, lengths, strict=True
+        ):
+            if tokens > self.window:
+                raise AssertionError(
+                    f"chunk of {tokens} tokens exceeds the embedder window of {self.window}: "
+                    f"{embed_text[:80]!r}"
+                )
+            chunks.append(
+                Chunk(
+                    text=text,
+                    embed_text=embed_text,
+                    page=page,
+                    section=state.section,
+                    part=state.part or part_of(state.section),
+                    subpart=state.subpart,
+                    heading=state.heading,
+                    tokens=tokens,
+                )
+            )
+        return chunks
+
+    @staticmethod
+    def _prefix(state: _State, title: str) -> str:
+        return (state.heading or title or "").strip()
+
+
+def _starts_with_heading(text: str, heading: str) -> bool:
+    return text.lstrip("# ").startswith(heading[: max(8, len(heading) // 2)])

@@ -1,0 +1,147 @@
+"""eCFR XML: every `DIV8` section (and `DIV9` appendix) becomes one segment.
+
+Works on a whole eCFR download (`DIV5` part > `DIV6` subpart > [`DIV7` subject group] >
+`DIV8` section) and on a single `DIV8` fragment. Block elements become paragraphs and table
+rows become `cell | cell` lines, like the text rendering of the shared FCC corpus.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lxml import etree
+
+from ingest.documents import LoadedFile, Segment, SkipFile
+
+_SECTION_TAG = "DIV8"
+_APPENDIX_TAG = "DIV9"
+# Elements whose text is one paragraph (their inline children, e.g. <I>, <E>, <SU>, are kept).
+_PARAGRAPH_TAGS = {"HEAD", "P", "FP", "CITA", "HED", "PSPACE", "CAPTION", "HD1", "HD2", "HD3"}
+_SKIP_TAGS = {"FTREF"}
+_SPACES = re.compile(r"\s+")
+_PART_IN_NAME = re.compile(r"\bpart\s+(\d+)\b", re.IGNORECASE)
+
+
+def _clean(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+def _inline_text(element: etree._Element) -> str:
+    parts: list[str] = []
+
+    def walk(node: etree._Element) -> None:
+        if node.tag == "br":
+            parts.append(" ")
+        elif isinstance(node.tag, str) and node.tag not in _SKIP_TAGS and node.text:
+            parts.append(node.text)
+        for child in node:
+            walk(child)
+            if child.tail:
+                parts.append(child.tail)
+
+    walk(element)
+    return _clean("".join(parts))
+
+
+def _is_paragraph(tag: str) -> bool:
+    return tag in _PARAGRAPH_TAGS or tag.startswith(("FP", "HD"))
+
+
+def _render(element: etree._Element, lines: list[str]) -> None:
+    """Append one line per paragraph or table row of `element`'s content."""
+    for child in element:
+        if not isinstance(child.tag, str):  # comments, processing instructions
+            continue
+        tag = child.tag
+        if tag in _SKIP_TAGS:
+            continue
+        if tag == "TR":
+            cells = [_inline_text(cell) for cell in child if isinstance(cell.tag, str)]
+            row = " | ".join(cell for cell in cells if cell)
+            if row:
+                lines.append(row)
+        elif _is_paragraph(tag):
+            text = _inline_text(child)
+            if text:
+                lines.append(text)
+        else:
+            _render(child, lines)
+            if child.tail and child.tail.strip():
+                lines.append(_clean(child.tail))
+
+
+def _head(element: etree._Element) -> str | None:
+    head = element.find("HEAD")
+    return _inline_text(head) if head is not None else None
+
+
+def _ancestor(element: etree._Element, tag: str) -> etree._Element | None:
+    for parent in element.iterancestors(tag):
+        return parent
+    return None
+
+
+def _part_of(element: etree._Element, name: str) -> str | None:
+    part_div = _ancestor(element, "DIV5")
+    if part_div is not None and part_div.get("N"):
+        return part_div.get("N")
+    if element.tag == _SECTION_TAG and "." in name:
+        return name.split(".", 1)[0]
+    match = _PART_IN_NAME.search(name)
+    return match.group(1) if match else None
+
+
+def _parse(data: bytes) -> etree._Element:
+    parser = etree.XMLParser(recover=False, huge_tree=True, resolve_entities=False)
+    try:
+        return etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as error:
+        # Fragments copied out of a download can hold several top-level elements.
+        if "Extra content" not in str(error):
+            raise SkipFile(f"not well-formed XML ({error})") from error
+        body = re.sub(rb"^\s*<\?xml[^>]*\?>", b"", data)
+        try:
+            return etree.fromstring(b"<ROOT>" + body + b"</ROOT>", parser)
+        except etree.XMLSyntaxError as second:
+            raise SkipFile(f"not well-formed XML ({second})") from second
+
+
+def load_ecfr_xml(path: Path, data: bytes) -> LoadedFile:
+    root = _parse(data)
+    divisions = [
+        node
+        for node in root.iter(_SECTION_TAG, _APPENDIX_TAG)
+        if node.get("TYPE") in {"SECTION", "APPENDIX"}
+    ]
+    if not divisions:
+        raise SkipFile("XML file is not an eCFR download (no DIV8 section elements)")
+    segments = []
+    for division in divisions:
+        name = division.get("N", "")
+        lines: list[str] = []
+        _render(division, lines)
+        if not lines:
+            continue
+        subpart_div = _ancestor(division, "DIV6")
+        is_section = division.tag == _SECTION_TAG
+        segments.append(
+            Segment(
+                text="\n\n".join(lines),
+                section=name if is_section and name else None,
+                heading=_head(division) or name or None,
+                part=_part_of(division, name),
+                subpart=subpart_div.get("N") if subpart_div is not None else None,
+                structured=True,
+            )
+        )
+    if not segments:
+        raise SkipFile("eCFR XML file has only empty sections")
+    part_div = root if root.tag == "DIV5" else next(root.iter("DIV5"), None)
+    if part_div is not None:
+        title = _head(part_div) or path.stem
+    elif len(segments) == 1:
+        title = segments[0].heading or path.stem
+    else:
+        title = path.stem
+    return LoadedFile(doc_type="ecfr_xml", title=title, segments=segments)
