@@ -161,7 +161,7 @@ def read_examples(path: str | Path, strict: bool = False) -> LoadResult:
     else:
         raise DataError(f"{path}: unknown format {suffix!r}. Use .csv, .jsonl or .json.")
     examples, duplicate_issues = _drop_duplicates(examples, str(path))
-    issues += duplicate_issues
+    issues = sorted(issues + duplicate_issues, key=lambda i: i.line or 0)
     result = LoadResult(examples, issues, str(path), hashlib.sha256(path.read_bytes()).hexdigest())
     _report(result, strict)
     return result
@@ -200,7 +200,7 @@ def _report(result: LoadResult, strict: bool) -> None:
     if strict and result.issues:
         raise DataError(result.issues)
     for issue in result.issues[:50]:
-        log.warning("%s", issue)
+        log.warning("%s%s", issue, " (row skipped)" if issue.severity == "error" else "")
     if len(result.issues) > 50:
         log.warning("... and %d more data issues", len(result.issues) - 50)
     if not result.examples:
@@ -540,27 +540,35 @@ def filter_examples(
     return kept
 
 
+MIN_EXAMPLES_FOR_EVAL = 10
+
+
 def split_examples(
     examples: Sequence[Example], eval_ratio: float = 0.1, seed: int = 42
 ) -> tuple[list[Example], list[Example]]:
-    """Stratified by category, deterministic for a seed: each category gives round(n * ratio) to eval
-    (at least one when it has three or more examples, none when fewer)."""
+    """Stratified by category, deterministic for a seed: each category gives round(n * ratio) to
+    eval (at least one when it has three or more examples, none when fewer). Fewer than
+    MIN_EXAMPLES_FOR_EVAL examples in all are too few to hold any out: everything trains."""
     if not 0 <= eval_ratio < 1:
         raise ValueError(f"eval_ratio must be in [0, 1), not {eval_ratio}")
+    rng = random.Random(seed)
+    if eval_ratio == 0 or len(examples) < MIN_EXAMPLES_FOR_EVAL:
+        train = list(examples)
+        rng.shuffle(train)
+        return train, []
     by_category: dict[str, list[Example]] = defaultdict(list)
     for example in examples:
         by_category[example.category].append(example)
-    rng = random.Random(seed)
     train, evaluation = [], []
     for category in sorted(by_category):
         group = list(by_category[category])
         rng.shuffle(group)
         n_eval = 0
-        if eval_ratio > 0 and len(group) >= 3:
+        if len(group) >= 3:
             n_eval = min(len(group) - 1, max(1, round(len(group) * eval_ratio)))
         evaluation += group[:n_eval]
         train += group[n_eval:]
-    if eval_ratio > 0 and not evaluation and len(train) >= 2:
+    if not evaluation:
         evaluation.append(train.pop(rng.randrange(len(train))))
     rng.shuffle(train)
     return train, evaluation
