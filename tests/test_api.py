@@ -1,0 +1,232 @@
+"""The REST API, in process, on the real server app (Chainlit's FastAPI app with the API
+installed), the real model (loaded once for the session), a real embedded Qdrant store
+and real training. State (feedback DB, uploads, checkpoints) goes to a temp data dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def settings(state_dir, corpus_collection):
+    """The process settings pointed at a temp data dir and the test collection."""
+    from core.settings import get_settings
+
+    s = get_settings()
+    saved = {
+        name: getattr(s, name)
+        for name in ("data_dir", "collection_name", "api_key", "max_upload_mb")
+    }
+    data_dir = state_dir / "api-data"
+    data_dir.mkdir(exist_ok=True)
+    s.data_dir, s.collection_name, s.api_key = data_dir, corpus_collection, None
+    yield s
+    for name, value in saved.items():
+        setattr(s, name, value)
+
+
+@pytest.fixture(scope="module")
+def client(settings):
+    from fastapi.testclient import TestClient
+
+    import app as chat_app
+
+    # No `with`: Chainlit's lifespan ends the process on shutdown (os._exit).
+    return TestClient(chat_app.server)
+
+
+@pytest.fixture
+def api_key(settings):
+    settings.api_key = "s3cret"
+    yield "s3cret"
+    settings.api_key = None
+
+
+# Pure pieces ---------------------------------------------------------------------------------
+
+
+def test_split_conversation_pairs_history_and_takes_the_last_question():
+    from api.conversation import split_conversation
+
+    question, history = split_conversation(
+        [
+            ("system", "be brief"),
+            ("user", "What is § 15.109?"),
+            ("assistant", "Radiated limits [1]."),
+            ("user", "And for Class A?"),
+        ]
+    )
+    assert question == "And for Class A?"
+    assert history == [("What is § 15.109?", "Radiated limits [1].")]
+    with pytest.raises(ValueError):
+        split_conversation([("user", "hi"), ("assistant", "hello")])
+
+
+def test_paths_outside_the_allowed_roots_are_refused(settings):
+    from api.paths import PathNotAllowedError, resolve_inside
+
+    inside = resolve_inside("run-1/final_model")
+    assert inside == (settings.checkpoints_path / "run-1" / "final_model").resolve()
+    assert resolve_inside(settings.data_dir / "x").is_relative_to(settings.data_dir.resolve())
+    for bad in ("../../etc/passwd", "/etc", "run/../../../..", ""):
+        with pytest.raises(PathNotAllowedError):
+            resolve_inside(bad)
+
+
+def test_feedback_store_exports_what_finetune_reads(tmp_path):
+    from api.feedback import FeedbackStore, UnknownAnswerError, main
+    from finetune.data import load_examples
+
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    sources = [{"n": 1, "source": "a.md", "text": "t"}]
+    good = store.record_answer("Q1?", "A1 [1].", sources)
+    bad = store.record_answer("Q2?", "wrong", sources)
+    unrated = store.record_answer("Q3?", "A3", sources)
+    corrected = store.record_answer("Q4?", "wrong too", sources)
+    store.rate(good, 1)
+    store.rate(bad, 0)
+    feedback_id = store.rate(corrected, 1)
+    assert store.rate(corrected, 0, "The right answer.") == feedback_id  # one feedback per answer
+    with pytest.raises(UnknownAnswerError):
+        store.rate("nope", 1)
+    assert store.stats() == {
+        "answers": 4,
+        "rated": 3,
+        "thumbs_up": 1,
+        "thumbs_down": 2,
+        "corrected": 1,
+        "trainable": 2,
+    }
+    out = tmp_path / "fb.jsonl"
+    assert main(["--db", str(tmp_path / "fb.sqlite3"), "export", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["question"], r["messages"][-1]["content"], r["rating"]) for r in rows] == [
+        ("Q1?", "A1 [1].", 1),
+        ("Q4?", "The right answer.", 0),
+    ]
+    assert rows[0]["sources"] == sources
+    examples = load_examples(out)
+    assert [(e.question, e.answer) for e in examples] == [
+        ("Q1?", "A1 [1]."),
+        ("Q4?", "The right answer."),
+    ]
+    assert unrated not in {r["answer_id"] for r in rows}
+    assert store.delete_feedback(feedback_id) and store.stats()["corrected"] == 0
+
+
+# Routes that need no model -------------------------------------------------------------------
+
+
+def test_health_docs_and_route_order(client):
+    assert client.get("/api/health").json() == {"status": "ok"}
+    spec = client.get("/openapi.json").json()
+    assert {
+        "/api/chat",
+        "/api/chat/qlora/train/{job_id}",
+        "/v1/chat/completions",
+        "/api/ingest",
+    } <= set(spec["paths"])
+    assert not any(path.startswith("/project") for path in spec["paths"])  # only the API
+    assert client.get("/docs").status_code == 200
+    assert "<html" in client.get("/").text.lower()  # Chainlit's UI still answers at /
+
+
+def test_malformed_bodies_are_422_with_field_messages(client):
+    cases = [
+        ("/api/chat", {"messages": []}),
+        ("/api/chat", {"messages": [{"role": "user", "content": "   "}]}),
+        ("/api/chat", {"messages": [{"role": "assistant", "content": "hi"}]}),
+        ("/api/chat", {"messages": [{"role": "user", "content": "q"}], "temperature": -1}),
+        ("/api/chat", {"question": "q"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": ""}]}),
+        ("/api/chat/qlora/chat", {"message": ""}),
+        ("/api/chat/qlora/train", {"conversations": []}),
+        ("/api/chat/qlora/train", {"conversations": [{"prompt": "q", "response": " "}]}),
+        ("/api/feedback", {"answer_id": "x", "rating": 5}),
+    ]
+    for path, body in cases:
+        response = client.post(path, json=body)
+        assert response.status_code == 422, (path, body, response.text)
+        assert response.json()["detail"][0]["loc"], response.json()
+
+
+def test_paths_through_the_api_cannot_escape(client):
+    for adapter in ("../../etc", "/etc", "../" * 8 + "tmp"):
+        response = client.post("/api/chat/qlora/load_trained", params={"adapter_path": adapter})
+        assert response.status_code == 400, response.text
+        assert "outside the allowed folders" in response.json()["detail"]
+    body = {"conversations": [{"prompt": "q", "response": "a"}], "output_dir": "../../../tmp/evil"}
+    response = client.post("/api/chat/qlora/train", json=body)
+    assert response.status_code == 400, response.text
+    assert not Path("/tmp/evil").exists()
+    response = client.post("/api/chat/qlora/load", json={"model_name": "/etc"})
+    assert response.status_code == 400, response.text
+
+
+def test_unknown_things_are_404(client, settings):
+    assert client.get("/api/chat/qlora/train/nope").status_code == 404
+    assert client.delete("/api/documents/no-such-file.pdf").status_code == 404
+    missing = settings.checkpoints_path / "missing-adapter"
+    response = client.post("/api/chat/qlora/load_trained", params={"adapter_path": str(missing)})
+    assert response.status_code == 404, response.text
+    assert client.post("/api/feedback", json={"answer_id": "nope", "rating": 1}).status_code == 404
+
+
+def test_upload_type_and_size_are_checked(client, settings):
+    response = client.post(
+        "/api/ingest", files={"files": ("notes.exe", b"MZ", "application/octet-stream")}
+    )
+    assert response.status_code == 415
+    assert ".pdf" in response.json()["accepted_types"]
+    settings.max_upload_mb = 1
+    try:
+        big = b"a" * (1024 * 1024 + 1)
+        response = client.post("/api/ingest", files={"files": ("big.txt", big, "text/plain")})
+    finally:
+        settings.max_upload_mb = 25
+    assert response.status_code == 413, response.text
+    assert "MAX_UPLOAD_MB" in response.json()["detail"]
+    assert not (settings.uploads_path / "big.txt").exists()
+
+
+def test_api_key_guards_api_and_v1_but_not_health(client, api_key):
+    assert client.get("/api/health").status_code == 200
+    for method, path in (("get", "/api/status"), ("get", "/v1/models"), ("get", "/api/documents")):
+        assert getattr(client, method)(path).status_code == 401
+        assert getattr(client, method)(path, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert (
+        client.post("/api/chat", json={"messages": [{"role": "user", "content": "q"}]}).status_code
+        == 401
+    )
+    assert client.get("/api/documents", headers={"X-API-Key": api_key}).status_code == 200
+    assert (
+        client.get("/api/documents", headers={"Authorization": f"Bearer {api_key}"}).status_code
+        == 200
+    )
+    assert client.get("/").status_code == 200  # the chat UI is not behind the key
+
+
+def test_documents_upload_list_delete(client, settings, tmp_path):
+    note = b"# Test note\n\nSection 99.1 says the zebra frequency is 123.45 MHz.\n"
+    response = client.post(
+        "/api/ingest", files=[("files", ("zebra-note.md", note, "text/markdown"))]
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["files_added"] == 1 and report["chunks_written"] >= 1, report
+    assert (settings.uploads_path / "zebra-note.md").read_bytes() == note
+    again = client.post(
+        "/api/ingest", files=[("files", ("zebra-note.md", note, "text/markdown"))]
+    ).json()
+    assert again["files_unchanged"] == 1 and again["chunks_written"] == 0
+    listed = {d["source"]: d for d in client.get("/api/documents").json()}
+    assert listed["zebra-note.md"]["chunks"] >= 1
+    assert "part15_general_conditions.md" in listed
+    response = client.delete("/api/documents/zebra-note.md")
+    assert response.status_code == 200 and response.json()["chunks_removed"] >= 1
+    assert "zebra-note.md" not in {d["source"] for d in client.get("/api/documents").json()}
