@@ -1,0 +1,82 @@
+"""`python -m ingest PATH... [--collection NAME] [--recreate] [--json]`"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+EXIT_NOTHING_INGESTED = 1
+EXIT_STORE_UNUSABLE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ingest",
+        description="Ingest PDF, HTML, Markdown, text, DOCX and eCFR XML files (folders are "
+        "taken recursively) into the Qdrant collection. Unchanged files are skipped, changed "
+        "ones replaced, and files gone from an ingested folder removed.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    parser.add_argument("--collection", help="collection name (default: COLLECTION_NAME setting)")
+    parser.add_argument(
+        "--recreate", action="store_true", help="drop the collection and rebuild it from PATHs"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="no progress bar; end with one JSON line (the report)"
+    )
+    return parser
+
+
+def _print_summary(report, collection: str) -> None:
+    print(
+        f"{collection}: {report.files_seen} files seen, {report.files_added} added, "
+        f"{report.files_replaced} replaced, {report.files_unchanged} unchanged, "
+        f"{report.files_removed} removed, {report.files_skipped} skipped; "
+        f"{report.chunks_written} chunks written in {report.seconds:.1f}s"
+    )
+    for entry in report.skipped:
+        print(f"  skipped {entry['file']}: {entry['reason']}")
+    if report.ignored:
+        shown = ", ".join(report.ignored[:5]) + (" ..." if len(report.ignored) > 5 else "")
+        print(f"  ignored {len(report.ignored)} file(s) of unsupported types: {shown}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(
+        level=logging.WARNING if args.json else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "sentence_transformers", "transformers", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from core.settings import get_settings
+    from core.store import StoreUnavailableError, close_clients
+    from ingest.pipeline import ingest_paths
+
+    settings = get_settings()
+    collection = args.collection or settings.collection_name
+    try:
+        report = ingest_paths(
+            args.paths, collection=collection, recreate=args.recreate, progress=not args.json
+        )
+    except StoreUnavailableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_STORE_UNUSABLE
+    finally:
+        close_clients()  # the embedded store must close before interpreter shutdown
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        _print_summary(report, collection)
+        if report.files_seen == 0:
+            print("No supported files found (PDF, HTML, Markdown, text, DOCX, eCFR XML).")
+    if report.files_seen and report.files_skipped == report.files_seen:
+        print("error: nothing could be ingested (see the reasons above)", file=sys.stderr)
+        return EXIT_NOTHING_INGESTED
+    return 0
