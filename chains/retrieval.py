@@ -1,0 +1,385 @@
+"""Search the ingested chunks: dense, keyword (BM25-style sparse), hybrid (RRF) and MMR.
+
+Every hit carries `dense_score`, the cosine between the query and the chunk embedding,
+whatever the mode, so the chains can apply one relevance threshold. In hybrid mode the
+dense and the sparse ranking are fetched in one batch request and fused here with
+reciprocal-rank fusion (same result on the embedded store and on a server; Qdrant's own
+`FusionQuery(RRF)` also works in local mode but returns no cosine for sparse-only hits).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field
+from qdrant_client import models
+
+from core.settings import Settings, get_settings
+from core.store import (
+    CONTENT_KEY,
+    DENSE,
+    METADATA_KEY,
+    SPARSE,
+    get_client,
+    get_sentence_model,
+    metadata_filter,
+    sparse_query_vector,
+)
+
+log = logging.getLogger(__name__)
+
+MODES = ("dense", "hybrid", "bm25")
+RRF_K = 60
+# "15.109", "§ 2.1093(d)": a query naming a section id also ranks that section's chunks.
+_SECTION_ID = re.compile(r"(?<![\d.])(\d{1,3}\.\d{1,4}[a-z]?)(?![\d.]*\d)")
+FILTER_FIELDS = ("source", "section", "part", "doc_type", "page", "root", "title", "subpart")
+
+
+@dataclass
+class RetrievedChunk:
+    id: str
+    text: str
+    score: float | None
+    metadata: dict = field(default_factory=dict)
+    dense_score: float | None = None
+    # Which rankings found it: "dense", "sparse", "section" (the query named its section).
+    matched_by: list[str] = field(default_factory=list)
+
+    @property
+    def source(self) -> str | None:
+        return self.metadata.get("source")
+
+    @property
+    def page(self) -> int | None:
+        return self.metadata.get("page")
+
+    @property
+    def section(self) -> str | None:
+        return self.metadata.get("section")
+
+    @property
+    def heading(self) -> str | None:
+        return self.metadata.get("heading")
+
+    @property
+    def chunk_index(self) -> int | None:
+        return self.metadata.get("chunk_index")
+
+    @classmethod
+    def from_record(cls, record, score: float | None = None) -> RetrievedChunk:
+        payload = record.payload or {}
+        return cls(
+            id=str(record.id),
+            text=payload.get(CONTENT_KEY, ""),
+            score=score,
+            metadata=dict(payload.get(METADATA_KEY) or {}),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "text": self.text,
+            "score": self.score,
+            "dense_score": self.dense_score,
+            "source": self.source,
+            "page": self.page,
+            "section": self.section,
+            "heading": self.heading,
+            "chunk_index": self.chunk_index,
+            "matched_by": self.matched_by,
+            "metadata": self.metadata,
+        }
+
+    def to_document(self) -> Document:
+        metadata = {
+            **self.metadata,
+            "id": self.id,
+            "score": self.score,
+            "dense_score": self.dense_score,
+            "matched_by": self.matched_by,
+        }
+        return Document(page_content=self.text, metadata=metadata, id=self.id)
+
+
+def build_filter(filters: dict | None) -> models.Filter | None:
+    """{"source": "a.pdf", "section": ["15.109"], "part": "15"} -> a Qdrant filter."""
+    if not filters:
+        return None
+    unknown = set(filters) - set(FILTER_FIELDS)
+    if unknown:
+        raise ValueError(f"Unknown filter field(s) {sorted(unknown)}; use {list(FILTER_FIELDS)}")
+    return metadata_filter(**filters)
+
+
+def section_ids(query: str) -> list[str]:
+    """Section ids a query names, e.g. ["15.109"] for "What does § 15.109(a) require?"."""
+    return list(dict.fromkeys(_SECTION_ID.findall(query)))
+
+
+def _and(*filters: models.Filter | None) -> models.Filter | None:
+    present = [f for f in filters if f is not None]
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else models.Filter(must=present)
+
+
+def rrf_fuse(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:
+    """Reciprocal-rank fusion: sum over rankings of 1 / (k + rank), rank starting at 1."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, point_id in enumerate(ranking, start=1):
+            scores[point_id] = scores.get(point_id, 0.0) + 1.0 / (k + rank)
+    return scores
+
+
+class Retriever:
+    def __init__(self, collection: str | None = None, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+        self.collection = collection or self.settings.collection_name
+
+    @property
+    def client(self):
+        return get_client(self.settings)
+
+    def count(self) -> int:
+        if not self.client.collection_exists(self.collection):
+            return 0
+        return self.client.count(self.collection, exact=True).count
+
+    def embed_query(self, query: str) -> np.ndarray:
+        model = get_sentence_model(self.settings)
+        vector = model.encode(
+            [query], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vector[0], dtype=np.float32)
+
+    # Search ----------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        k: int = 4,
+        mode: str | None = None,
+        filters: dict | None = None,
+        score_threshold: float | None = None,
+        fetch_k: int | None = None,
+    ) -> list[RetrievedChunk]:
+        """The `k` best chunks, best first. `score_threshold` applies to the dense cosine."""
+        mode = mode or self.settings.retrieval_mode
+        if mode not in MODES:
+            raise ValueError(f"Unknown retrieval mode {mode!r}; use one of {MODES}")
+        if not query.strip() or k <= 0 or not self.client.collection_exists(self.collection):
+            return []
+        query_filter = build_filter(filters)
+        fetch_k = max(fetch_k or 4 * k, k, 20 if mode == "hybrid" else k)
+        dense_vector = self.embed_query(query)
+        if mode == "dense":
+            hits = self._dense(dense_vector, k, query_filter, score_threshold)
+            return hits
+        sparse_vector = sparse_query_vector(query)
+        if mode == "bm25":
+            if not sparse_vector.indices:
+                return []
+            # Over-fetch so that the threshold on the dense cosine still leaves k hits.
+            limit = fetch_k if score_threshold is not None else k
+            hits = self._sparse(sparse_vector, limit, query_filter)
+            self._fill_dense_scores(hits, dense_vector)
+            return self._threshold(hits, score_threshold)[:k]
+        return self._hybrid(
+            dense_vector, sparse_vector, k, fetch_k, query_filter, score_threshold, query
+        )
+
+    def _points(self, response) -> list[RetrievedChunk]:
+        return [RetrievedChunk.from_record(point, score=point.score) for point in response.points]
+
+    def _dense(self, vector, limit, query_filter, score_threshold=None) -> list[RetrievedChunk]:
+        response = self.client.query_points(
+            self.collection,
+            query=vector.tolist(),
+            using=DENSE,
+            query_filter=query_filter,
+            limit=limit,
+            score_threshold=score_threshold,
+            with_payload=True,
+        )
+        hits = self._points(response)
+        for hit in hits:
+            hit.dense_score = hit.score
+            hit.matched_by.append("dense")
+        return hits
+
+    def _sparse(self, vector, limit, query_filter) -> list[RetrievedChunk]:
+        response = self.client.query_points(
+            self.collection,
+            query=vector,
+            using=SPARSE,
+            query_filter=query_filter,
+            limit=limit,
+            with_payload=True,
+        )
+        hits = self._points(response)
+        for hit in hits:
+            hit.matched_by.append("sparse")
+        return hits
+
+    def _hybrid(
+        self, dense_vector, sparse_vector, k, fetch_k, query_filter, score_threshold, query
+    ):
+        """Fuse up to three rankings: dense, sparse keywords, and the dense ranking inside the
+        sections the query names (so "What does 15.109 require?" finds § 15.109 even where
+        the words of the question match other sections better)."""
+
+        def request(query_vector, using, query_filter):
+            return models.QueryRequest(
+                query=query_vector,
+                using=using,
+                filter=query_filter,
+                limit=fetch_k,
+                with_payload=True,
+            )
+
+        requests = {"dense": request(dense_vector.tolist(), DENSE, query_filter)}
+        if sparse_vector.indices:
+            requests["sparse"] = request(sparse_vector, SPARSE, query_filter)
+        named = section_ids(query)
+        if named:
+            in_sections = _and(query_filter, metadata_filter(section=named))
+            requests["section"] = request(dense_vector.tolist(), DENSE, in_sections)
+        responses = self.client.query_batch_points(
+            self.collection, requests=list(requests.values())
+        )
+        rankings = [self._points(response) for response in responses]
+        by_id: dict[str, RetrievedChunk] = {}
+        for name, ranking in zip(requests, rankings, strict=True):
+            for hit in ranking:
+                if requests[name].using == DENSE:
+                    hit.dense_score = hit.score
+                known = by_id.setdefault(hit.id, hit)
+                known.matched_by.append(name)
+                if known.dense_score is None:
+                    known.dense_score = hit.dense_score
+        fused = rrf_fuse([[hit.id for hit in ranking] for ranking in rankings])
+        hits = [by_id[point_id] for point_id in sorted(fused, key=fused.get, reverse=True)]
+        for hit in hits:
+            hit.score = fused[hit.id]
+        self._fill_dense_scores(hits, dense_vector)
+        return self._threshold(hits, score_threshold)[:k]
+
+    def _fill_dense_scores(self, hits: list[RetrievedChunk], dense_vector: np.ndarray) -> None:
+        """Cosine of sparse-only hits, from their stored (normalized) dense vectors."""
+        missing = [hit for hit in hits if hit.dense_score is None]
+        if not missing:
+            return
+        records = self.client.retrieve(
+            self.collection,
+            ids=[hit.id for hit in missing],
+            with_payload=False,
+            with_vectors=[DENSE],
+        )
+        vectors = {str(record.id): record.vector for record in records}
+        for hit in missing:
+            stored = vectors.get(hit.id)
+            stored = stored.get(DENSE) if isinstance(stored, dict) else stored
+            if stored is not None:
+                candidate = np.asarray(stored, dtype=np.float32)
+                norm = float(np.linalg.norm(candidate)) or 1.0
+                hit.dense_score = float(candidate @ dense_vector) / norm
+
+    @staticmethod
+    def _threshold(
+        hits: list[RetrievedChunk], score_threshold: float | None
+    ) -> list[RetrievedChunk]:
+        """Keep hits with dense cosine >= threshold, and hits of a section the query names
+        (a question like "What does 15.109 require?" embeds far from any paragraph)."""
+        if score_threshold is None:
+            return hits
+        return [
+            hit
+            for hit in hits
+            if "section" in hit.matched_by
+            or (hit.dense_score is not None and hit.dense_score >= score_threshold)
+        ]
+
+    # MMR ---------------------------------------------------------------------------------------
+
+    def mmr(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filters: dict | None = None,
+        score_threshold: float | None = None,
+    ) -> list[RetrievedChunk]:
+        """Maximal marginal relevance over the `fetch_k` nearest chunks (diverse top k)."""
+        if not query.strip() or k <= 0 or not self.client.collection_exists(self.collection):
+            return []
+        query_vector = self.embed_query(query)
+        response = self.client.query_points(
+            self.collection,
+            query=query_vector.tolist(),
+            using=DENSE,
+            query_filter=build_filter(filters),
+            limit=max(fetch_k, k),
+            score_threshold=score_threshold,
+            with_payload=True,
+            with_vectors=[DENSE],
+        )
+        points = response.points
+        if not points:
+            return []
+        matrix = np.asarray(
+            [p.vector[DENSE] if isinstance(p.vector, dict) else p.vector for p in points],
+            dtype=np.float32,
+        )
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True).clip(min=1e-12)
+        relevance = matrix @ query_vector
+        chosen: list[int] = []
+        candidates = list(range(len(points)))
+        while candidates and len(chosen) < k:
+            if chosen:
+                redundancy = (matrix[candidates] @ matrix[chosen].T).max(axis=1)
+            else:
+                redundancy = np.zeros(len(candidates), dtype=np.float32)
+            values = lambda_mult * relevance[candidates] - (1 - lambda_mult) * redundancy
+            best = candidates[int(np.argmax(values))]
+            chosen.append(best)
+            candidates.remove(best)
+        hits = []
+        for index in chosen:
+            hit = RetrievedChunk.from_record(points[index], score=float(points[index].score))
+            hit.dense_score = hit.score
+            hit.matched_by.append("dense")
+            hits.append(hit)
+        return hits
+
+    # LangChain ---------------------------------------------------------------------------------
+
+    def as_langchain_retriever(self, search_type: str = "similarity", **search_kwargs: Any):
+        """A LangChain BaseRetriever; `search_type="mmr"` uses .mmr, else .search(**search_kwargs)."""
+        return ChunkRetriever(retriever=self, search_type=search_type, search_kwargs=search_kwargs)
+
+
+class ChunkRetriever(BaseRetriever):
+    """LangChain retriever over a Retriever: Documents with chunk metadata, score, dense_score."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    retriever: Any
+    search_type: str = "similarity"
+    search_kwargs: dict = Field(default_factory=dict)
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        if self.search_type == "mmr":
+            hits = self.retriever.mmr(query, **self.search_kwargs)
+        else:
+            hits = self.retriever.search(query, **self.search_kwargs)
+        return [hit.to_document() for hit in hits]
