@@ -1,0 +1,218 @@
+"""Retrieval on real embeddings in the embedded Qdrant store: dense, BM25, hybrid, MMR, filters."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+RULES = """# Sample rules
+
+## § 15.207 Conducted limits.
+
+(a) The radio frequency voltage that is conducted back onto the AC power line on any frequency within the band 150 kHz to 30 MHz shall not exceed 66 dBuV quasi-peak.
+
+## § 15.15 General technical requirements.
+
+(a) An intentional or unintentional radiator shall be constructed in accordance with good engineering design and manufacturing practice. This section states what every device is required to do and which requirements apply to it.
+
+(b) Devices must not be modified by the user in a way that defeats these requirements.
+
+## § 15.209 Radiated emission limits; general requirements.
+
+(a) The emissions from an intentional radiator shall not exceed the field strength levels given in the table, measured at 3 meters.
+"""
+
+EXPOSURE = """# RF exposure
+
+## § 2.1093 Radiofrequency radiation exposure evaluation: portable devices.
+
+(d) The SAR limit for portable devices used by the general public is 1.6 W/kg averaged over any 1 gram of tissue.
+
+## § 1.1310 Radiofrequency radiation exposure limits.
+
+(a) Limits for maximum permissible exposure are given in terms of power density in mW/cm2 for mobile and fixed transmitters.
+"""
+
+OFF_TOPIC = """# Kitchen notes
+
+Bake the banana bread at 180 degrees for fifty minutes, then let it cool before slicing.
+"""
+
+
+@pytest.fixture(scope="module")
+def small_collection(tmp_path_factory) -> str:
+    from ingest.pipeline import ingest_paths
+
+    folder = tmp_path_factory.mktemp("retrieval") / "docs"
+    folder.mkdir()
+    (folder / "rules.md").write_text(RULES)
+    (folder / "exposure.md").write_text(EXPOSURE)
+    (folder / "kitchen.md").write_text(OFF_TOPIC)
+    report = ingest_paths([folder], collection="test_retrieval", progress=False)
+    assert report.files_added == 3
+    return "test_retrieval"
+
+
+@pytest.fixture(scope="module")
+def retriever(small_collection):
+    from chains.retrieval import Retriever
+
+    return Retriever(small_collection)
+
+
+def test_hybrid_finds_the_named_section_where_dense_does_not(retriever):
+    query = "What does 15.207 require?"
+    dense = retriever.search(query, k=3, mode="dense")
+    # The question's wording ("require") pulls dense search to the "requirements" section.
+    assert dense[0].section != "15.207"
+    hybrid = retriever.search(query, k=3, mode="hybrid")
+    assert hybrid[0].section == "15.207"
+    assert "section" in hybrid[0].matched_by
+    bm25 = retriever.search(query, k=3, mode="bm25")
+    assert bm25[0].section == "15.207"
+
+
+def test_bm25_matches_exact_numbers(retriever):
+    hits = retriever.search("1.6 W/kg", k=2, mode="bm25")
+    assert hits[0].section == "2.1093"
+    assert hits[0].matched_by == ["sparse"]
+
+
+def test_every_hit_carries_its_dense_cosine(retriever):
+    query = "What does 15.207 require?"
+    reference = {hit.id: hit.score for hit in retriever.search(query, k=50, mode="dense")}
+    assert len(reference) == retriever.count()
+    for mode in ("hybrid", "bm25"):
+        hits = retriever.search(query, k=5, mode=mode)
+        assert hits
+        for hit in hits:
+            assert hit.dense_score == pytest.approx(reference[hit.id], abs=1e-4), mode
+    hybrid = retriever.search(query, k=5, mode="hybrid")
+    assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
+    # The dense cosine is the real cosine between the query and the stored embedding.
+    from core.store import get_sentence_model
+
+    vector = get_sentence_model().encode([query], normalize_embeddings=True)[0]
+    stored = retriever.client.retrieve(retriever.collection, [hybrid[0].id], with_vectors=["dense"])
+    assert float(np.dot(vector, stored[0].vector["dense"])) == pytest.approx(
+        hybrid[0].dense_score, abs=1e-4
+    )
+
+
+def test_score_threshold_applies_to_the_dense_cosine(retriever):
+    off_topic = "quantum chromodynamics of gluon plasma"
+    assert retriever.search(off_topic, k=4, mode="hybrid", score_threshold=0.6) == []
+    assert retriever.search(off_topic, k=4, mode="dense", score_threshold=0.6) == []
+    hits = retriever.search(
+        "SAR limit for portable devices", k=4, mode="hybrid", score_threshold=0.4
+    )
+    assert hits and all(h.dense_score >= 0.4 for h in hits)
+    assert (
+        retriever.search("SAR limit for portable devices", k=4, mode="hybrid")[-1].dense_score < 0.4
+    )
+    # A section the query names is kept even though a bare question embeds far from it.
+    named = retriever.search("What does 15.207 require?", k=2, mode="hybrid", score_threshold=0.6)
+    assert [h.section for h in named] == ["15.207"]
+
+
+def test_metadata_filters(retriever):
+    hits = retriever.search("limits", k=10, mode="hybrid", filters={"source": "exposure.md"})
+    assert hits and {h.source for h in hits} == {"exposure.md"}
+    hits = retriever.search("limits", k=10, mode="dense", filters={"section": ["15.209", "1.1310"]})
+    assert {h.section for h in hits} == {"15.209", "1.1310"}
+    hits = retriever.search("exposure limit", k=10, mode="bm25", filters={"part": "2"})
+    assert hits and {h.section for h in hits} == {"2.1093"}
+    with pytest.raises(ValueError, match="Unknown filter"):
+        retriever.search("limits", filters={"colour": "red"})
+
+
+def test_mmr_diversifies(retriever):
+    query = "requirements for devices"
+    dense = retriever.search(query, k=3, mode="dense")
+    assert [h.id for h in retriever.mmr(query, k=3, fetch_k=10, lambda_mult=1.0)] == [
+        h.id for h in dense
+    ]
+    diverse = retriever.mmr(query, k=3, fetch_k=10, lambda_mult=0.0)
+    assert diverse[0].id == dense[0].id
+    assert len({h.id for h in diverse}) == 3
+    assert [h.id for h in diverse] != [h.id for h in dense]
+
+
+def test_langchain_retriever(retriever):
+    from langchain_core.retrievers import BaseRetriever
+
+    lc = retriever.as_langchain_retriever(k=2, mode="hybrid")
+    assert isinstance(lc, BaseRetriever)
+    documents = lc.invoke("What does 15.207 require?")
+    assert len(documents) == 2
+    first = documents[0]
+    assert first.metadata["section"] == "15.207" and first.metadata["source"] == "rules.md"
+    assert {"score", "dense_score", "page", "chunk_index", "id"} <= set(first.metadata)
+    assert "66 dBuV" in first.page_content
+    mmr = retriever.as_langchain_retriever(search_type="mmr", k=2, fetch_k=6)
+    assert len(mmr.invoke("limits")) == 2
+
+
+def test_missing_collection_is_empty():
+    from chains.retrieval import Retriever
+
+    missing = Retriever("no_such_collection")
+    assert missing.count() == 0
+    assert missing.search("anything") == []
+    with pytest.raises(ValueError, match="mode"):
+        Retriever("no_such_collection").search("x", mode="fuzzy")
+
+
+def test_sample_corpus_hybrid_section_query(corpus_collection):
+    from chains.retrieval import Retriever
+
+    retriever = Retriever(corpus_collection)
+    hits = retriever.search("What does 15.109 require?", k=4, mode="hybrid")
+    assert hits[0].section == "15.109"
+    hits = retriever.search("What is the SAR limit for portable devices?", k=4, mode="hybrid")
+    assert hits[0].section in {"2.1093", "1.1310"}
+    assert "1.6 W/kg" in " ".join(h.text for h in hits)
+
+
+def test_retrieve_cli_json(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "rules.md").write_text(RULES)
+    env = dict(os.environ, QDRANT_PATH=str(tmp_path / "qdrant"), HF_HUB_OFFLINE="1")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    ingested = run("ingest", str(docs), "--json", "--collection", "cli_retrieve")
+    assert ingested.returncode == 0, ingested.stderr
+    result = run(
+        "chains.retrieve",
+        "What does 15.207 require?",
+        "--k",
+        "2",
+        "--mode",
+        "hybrid",
+        "--collection",
+        "cli_retrieve",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    hits = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(hits) == 2 and hits[0]["section"] == "15.207"
+    assert {"source", "page", "section", "score", "dense_score", "text"} <= set(hits[0])
+    empty = run("chains.retrieve", "x", "--collection", "nothing_here")
+    assert empty.returncode == 1 and "ingest first" in empty.stderr
