@@ -18,7 +18,7 @@ ANSWER_LABELS = {
     "false_abstention_rate": "false abstention rate (answerable) ↓",
     "grounded_cited": "grounded sentences (by cited source)",
     "grounded_retrieved": "grounded sentences (by any retrieved)",
-    "unsupported_numbers": "unsupported numbers per answer ↓",
+    "unsupported_numbers": "numbers in neither sources nor question, per answer ↓",
     "answers_with_unsupported_numbers": "answers with an unsupported number ↓",
 }
 

@@ -2,14 +2,15 @@
 
     python -m chains.evaluate --gold data/eval/gold.jsonl [--summaries data/eval/summaries.jsonl]
         [--corpus DIR ...] [--collection NAME] [--adapter PATH | --compare-adapter PATH]
-        [--k N] [--mode dense|hybrid|bm25] [--limit N] [--retrieval-only]
-        [--out DIR] [--json] [--write-baseline]
+        [--k N] [--mode dense|hybrid|bm25] [--limit N] [--summary-limit N] [--retrieval-only]
+        [--out DIR] [--json] [--write-baseline | --check-baseline]
 
 Retrieval is scored for dense, BM25 and the configured mode over every gold item; answers
-(greedy, seeded) and summaries over at most `--limit` items, a fixed subsample. No LLM
-judges anything: the metrics are in `chains.metrics`. Results go to `--out` (default
-var/eval/<timestamp>): results.json (aggregate + one record per item), report.md and
-metrics.png. `--json` ends stdout with one JSON line of the aggregate metrics.
+(greedy, seeded) over at most `--limit` items, a fixed subsample, and summaries over the
+first `--summary-limit`. No LLM judges anything: the metrics are in `chains.metrics`.
+Results go to `--out` (default var/eval/<timestamp>): results.json (aggregate + one record
+per item), report.md and metrics.png. `--json` ends stdout with one JSON line of the
+aggregate metrics.
 """
 
 from __future__ import annotations
@@ -304,6 +305,7 @@ class EvalOptions:
     k: int | None = None
     mode: str | None = None
     limit: int | None = None
+    summary_limit: int | None = None
     retrieval_only: bool = False
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     seed: int = DEFAULT_SEED
@@ -335,6 +337,7 @@ class EvalOptions:
             "k": self.k,
             "mode": self.mode,
             "limit": self.limit,
+            "summary_limit": self.summary_limit,
             "retrieval_only": self.retrieval_only,
             "max_new_tokens": self.max_new_tokens,
             "seed": self.seed,
@@ -419,39 +422,43 @@ def evaluate_retrieval(
     return records
 
 
-def score_answer(item: GoldItem, result: Any) -> dict:
-    """Every answer metric of one RagResult against its gold item."""
-    sources = sorted(result.sources, key=lambda s: s.n)
-    answer = result.answer or ""
-    keys = [metrics.chunk_keys(s.source, s.section) for s in sources]
-    texts = [s.text for s in sources]
-    abstained = bool(result.abstained)
+def score_answer(item: GoldItem, listed: Sequence[Any], raw: str, result: Any) -> dict:
+    """Every answer metric of one answer against its gold item.
+
+    `listed` are the sources the model saw (numbered as in its context), `raw` the text it
+    generated; `result` the chain's RagResult, whose answer has invalid markers removed.
+    Citations and groundedness are judged on the raw text, facts and F1 on the final answer.
+    """
+    listed = sorted(listed, key=lambda s: s.n)
+    keys = [metrics.chunk_keys(s.source, s.section) for s in listed]
+    texts = [s.text for s in listed]
+    abstained = bool(result.abstained) or metrics.looks_like_abstention(result.answer)
+    final = "" if abstained else (result.answer or "")
     record: dict[str, Any] = {
         "answer": result.answer,
+        "raw_answer": raw,
         "abstained": abstained,
         "error": result.error,
         "sources": [
-            {"n": s.n, "source": s.source, "section": s.section, "score": s.score} for s in sources
+            {"n": s.n, "source": s.source, "section": s.section, "score": s.score} for s in listed
         ],
-        "cited": sorted(set(metrics.cited_numbers(answer))),
+        "cited": sorted(set(metrics.cited_numbers(raw))),
         "timings": dict(result.timings or {}),
         "usage": dict(result.usage or {}),
     }
     scores: dict[str, Any] = {}
     if item.answerable:
-        scores["key_fact_recall"] = metrics.key_fact_recall(
-            answer if not abstained else "", item.facts
-        )
-        scores["token_f1"] = metrics.token_f1(answer if not abstained else "", item.reference)
+        scores["key_fact_recall"] = metrics.key_fact_recall(final, item.facts)
+        scores["token_f1"] = metrics.token_f1(final, item.reference)
     if not abstained:
-        scores["citation_validity"] = metrics.citation_validity(answer, len(sources))
-        scores["cited_answer_rate"] = float(bool(metrics.cited_numbers(answer)))
+        scores["citation_validity"] = metrics.citation_validity(raw, len(listed))
+        scores["cited_answer_rate"] = float(bool(metrics.cited_numbers(raw)))
         if item.answerable:
-            scores["citation_precision"] = metrics.citation_precision(answer, keys, item.sections)
-        grounded = metrics.groundedness(answer, texts, GROUNDED_THRESHOLD)
+            scores["citation_precision"] = metrics.citation_precision(raw, keys, item.sections)
+        grounded = metrics.groundedness(raw, texts, GROUNDED_THRESHOLD)
         scores["grounded_cited"] = grounded["grounded_cited"]
         scores["grounded_retrieved"] = grounded["grounded_retrieved"]
-        unsupported = metrics.unsupported_numbers(answer, texts)
+        unsupported = metrics.unsupported_numbers(raw, [*texts, item.question])
         record["unsupported_numbers"] = unsupported
         scores["unsupported_numbers"] = float(len(unsupported))
         scores["answers_with_unsupported_numbers"] = float(bool(unsupported))
@@ -459,23 +466,32 @@ def score_answer(item: GoldItem, result: Any) -> dict:
     return record
 
 
+def answer_one(rag: Any, item: GoldItem, options: EvalOptions) -> dict:
+    """One seeded, greedy answer through the chain's stream (which shows the raw tokens)."""
+    from transformers import set_seed
+
+    set_seed(options.seed)
+    listed, tokens, result = [], [], None
+    for kind, payload in rag.stream(
+        item.question,
+        k=options.k,
+        mode=options.mode,
+        max_new_tokens=options.max_new_tokens,
+        temperature=0.0,
+    ):
+        if kind == "retrieved":
+            listed = payload
+        elif kind == "token":
+            tokens.append(payload)
+        elif kind == "done":
+            result = payload
+    return score_answer(item, listed, "".join(tokens), result)
+
+
 def evaluate_answers(
     rag: Any, items: Sequence[GoldItem], options: EvalOptions, desc: str
 ) -> dict[str, dict]:
-    from transformers import set_seed
-
-    records = {}
-    for item in _bar(items, options.progress, desc):
-        set_seed(options.seed)
-        result = rag.invoke(
-            item.question,
-            k=options.k,
-            mode=options.mode,
-            max_new_tokens=options.max_new_tokens,
-            temperature=0.0,
-        )
-        records[item.id] = score_answer(item, result)
-    return records
+    return {item.id: answer_one(rag, item, options) for item in _bar(items, options.progress, desc)}
 
 
 def evaluate_summaries(
@@ -563,7 +579,6 @@ def run_evaluation(options: EvalOptions, llm: Any = None) -> EvalResult:
     summaries: dict[str, list[dict]] = {}
     if answer_items or summary_items:
         from chains.rag import RagChain
-        from chains.summarize import Summarizer
 
         if llm is None:
             from chains.llm import QLoRAChatModel
@@ -576,9 +591,9 @@ def run_evaluation(options: EvalOptions, llm: Any = None) -> EvalResult:
                 rag = RagChain(llm, retriever)
                 answers[name] = evaluate_answers(rag, answer_items, options, f"answers ({name})")
                 if summary_items:
-                    summary_subset = (
-                        summary_items[: options.limit] if options.limit else summary_items
-                    )
+                    from chains.summarize import Summarizer
+
+                    summary_subset = summary_items[: options.summary_limit]
                     summaries[name] = evaluate_summaries(
                         Summarizer(llm, retriever), summary_subset, options, f"summaries ({name})"
                     )
@@ -808,7 +823,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="retrieval mode for answers (default: RETRIEVAL_MODE); dense and bm25 are always scored too",
     )
     parser.add_argument(
-        "--limit", type=int, help="answer at most N gold items (a fixed subsample) and N summaries"
+        "--limit",
+        type=int,
+        help="answer at most N gold items (a fixed subsample); retrieval always scores all",
+    )
+    parser.add_argument(
+        "--summary-limit", type=int, help="summarize at most the first N summary items"
     )
     parser.add_argument(
         "--retrieval-only", action="store_true", help="score retrieval only (no model is loaded)"
@@ -845,6 +865,7 @@ def main(argv: Sequence[str] | None = None, llm: Any = None) -> int:
         k=args.k,
         mode=args.mode,
         limit=args.limit,
+        summary_limit=args.summary_limit,
         retrieval_only=args.retrieval_only,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
@@ -880,4 +901,10 @@ def main(argv: Sequence[str] | None = None, llm: Any = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from core.store import close_clients
+
+    try:
+        status = main()
+    finally:
+        close_clients()  # before interpreter shutdown, which the embedded store's __del__ trips over
+    raise SystemExit(status)

@@ -290,6 +290,26 @@ def abstention_scores(records: Iterable[tuple[bool, bool]]) -> dict[str, float |
     }
 
 
+_ABSTENTION = re.compile(
+    r"\b(?:sources?|documents?|context|texts?|information|excerpts?|passages?)\b(?: \S+){0,6}? "
+    r"(?:do|does|did) not (?:cover|contain|mention|address|say|specify|include|provide|answer)\b"
+    r"|\bnot covered (?:by|in)\b|\b(?:cannot|can not|unable to) answer\b"
+    r"|\bno information (?:about|on|regarding)\b"
+)
+
+
+def looks_like_abstention(answer: str | None) -> bool:
+    """The answer declines ("the documents do not cover ...", "I cannot answer ...")
+    instead of answering; an empty answer counts as declining too."""
+    text = normalize_text(strip_citations(answer or ""))
+    text = (
+        text.replace("don t ", "do not ")
+        .replace("doesn t ", "does not ")
+        .replace("can t ", "cannot ")
+    )
+    return not text or bool(_ABSTENTION.search(text))
+
+
 # Groundedness ------------------------------------------------------------------------------
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"§\[])|\n+")

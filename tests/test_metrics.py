@@ -182,6 +182,23 @@ def test_abstention_scores_without_one_kind():
     assert m.abstention_scores([]) == {"abstention_accuracy": None, "false_abstention_rate": None}
 
 
+@pytest.mark.parametrize(
+    ("answer", "declines"),
+    [
+        ("The indexed documents do not cover this question, so I cannot answer it.", True),
+        ("The sources don't mention an application fee.", True),
+        ("I am unable to answer from the provided context.", True),
+        ("", True),
+        ("  [1] ", True),
+        ("The limit is 1 W [1].", False),
+        ("The rule does not apply to Class A devices [2].", False),
+        ("The definition does not include toys [1].", False),
+    ],
+)
+def test_looks_like_abstention(answer, declines):
+    assert m.looks_like_abstention(answer) is declines
+
+
 # groundedness ------------------------------------------------------------------------------
 
 PASSAGES = [
