@@ -1,0 +1,157 @@
+"""Every prompt the chains send, in one place.
+
+`build_rag_messages` is THE prompt format of a RAG answer: the chain uses it, and
+`finetune data from-corpus` imports it so an adapter trains on exactly what it will see.
+Change it here and retrain. The layout is tuned for small models: one worked example of
+the citation format, the numbered sources before the question, the instruction repeated
+after the question.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+NO_ANSWER = (
+    "The indexed documents do not cover this question, so I cannot answer it from them. "
+    "Try rephrasing it, or add documents that cover it."
+)
+
+RAG_SYSTEM = (
+    "You answer questions about FCC regulations using only the numbered sources you are given. "
+    "After each fact, cite its source number in square brackets, like [1]. "
+    "If the sources do not contain the answer, say that the documents do not cover it."
+)
+
+_EXAMPLE_SOURCES = [
+    {
+        "n": 1,
+        "source": "example.txt",
+        "section": "1.1",
+        "text": "Visitors must sign in at the front desk.",
+    },
+    {
+        "n": 2,
+        "source": "example.txt",
+        "section": "1.2",
+        "text": "The office is open from 9 a.m. to 5 p.m. on weekdays.",
+    },
+]
+_EXAMPLE_QUESTION = "When is the office open?"
+_EXAMPLE_ANSWER = "The office is open from 9 a.m. to 5 p.m. on weekdays [2]."
+_ANSWER_INSTRUCTION = "Answer briefly from the sources above and cite the source number like [1]."
+
+# Stop strings for a RAG answer: the model starting a new prompt-like block instead of ending.
+RAG_STOP = ["\nSources:", "\nQuestion:"]
+
+
+def _get(source: Any, key: str, default: Any = None) -> Any:
+    if isinstance(source, Mapping):
+        return source.get(key, default)
+    return getattr(source, key, default)
+
+
+def source_header(
+    n: int, source: str | None, page: int | None = None, section: str | None = None
+) -> str:
+    """`[1] (kdb_447498.pdf, p. 3, § 15.109)`; absent parts are left out."""
+    parts = [source or "unknown source"]
+    if page is not None:
+        parts.append(f"p. {page}")
+    if section:
+        parts.append(f"§ {section}")
+    return f"[{n}] ({', '.join(parts)})"
+
+
+def format_source(source: Any, n: int | None = None) -> str:
+    """One numbered context entry; `source` has n, source, page, section, text (object or dict)."""
+    number = n if n is not None else _get(source, "n")
+    header = source_header(
+        number, _get(source, "source"), _get(source, "page"), _get(source, "section")
+    )
+    return f"{header} {' '.join(str(_get(source, 'text', '')).split())}"
+
+
+def format_context(sources: Sequence[Any]) -> str:
+    return "\n\n".join(format_source(s, n=_get(s, "n") or i) for i, s in enumerate(sources, 1))
+
+
+def rag_user_message(question: str, sources: Sequence[Any]) -> str:
+    context = format_context(sources) if sources else "(no sources)"
+    return f"Sources:\n{context}\n\nQuestion: {question.strip()}\n{_ANSWER_INSTRUCTION}"
+
+
+def build_rag_messages(question: str, sources: Sequence[Any]) -> list[dict[str, str]]:
+    """The chat messages of a RAG answer: system rule, one worked example, sources + question.
+
+    `sources` are numbered context entries (chains.rag.Source, RetrievedChunk-like objects
+    or dicts with n, source, page, section, text); without `n` they are numbered 1, 2, ...
+    """
+    return [
+        {"role": "system", "content": RAG_SYSTEM},
+        {"role": "user", "content": rag_user_message(_EXAMPLE_QUESTION, _EXAMPLE_SOURCES)},
+        {"role": "assistant", "content": _EXAMPLE_ANSWER},
+        {"role": "user", "content": rag_user_message(question, sources)},
+    ]
+
+
+# Follow-up questions ----------------------------------------------------------------------
+
+CONDENSE_SYSTEM = (
+    "Rewrite the follow-up question as one standalone question that names everything it refers "
+    "to from the conversation. Reply with the question only."
+)
+
+
+def build_condense_messages(
+    question: str, history: Sequence[tuple[str, str]]
+) -> list[dict[str, str]]:
+    turns = "\n".join(
+        f"User: {user.strip()}\nAssistant: {_clip(answer, 60)}" for user, answer in history
+    )
+    return [
+        {"role": "system", "content": CONDENSE_SYSTEM},
+        {
+            "role": "user",
+            "content": f"Conversation:\n{turns}\n\nFollow-up question: {question.strip()}\n"
+            "Standalone question:",
+        },
+    ]
+
+
+def _clip(text: str, words: int) -> str:
+    parts = (text or "").split()
+    return " ".join(parts[:words]) + (" ..." if len(parts) > words else "")
+
+
+# Summaries --------------------------------------------------------------------------------
+
+SUMMARY_SYSTEM = (
+    "You summarize regulatory text accurately and briefly. Keep section numbers, limits and values."
+)
+
+
+def build_summary_messages(text: str, focus: str | None = None) -> list[dict[str, str]]:
+    """Map step: summarize one piece of text (optionally with regard to a question)."""
+    ask = (
+        f"Summarize the text below with regard to: {focus.strip()}"
+        if focus
+        else "Summarize the text below."
+    )
+    return [
+        {"role": "system", "content": SUMMARY_SYSTEM},
+        {"role": "user", "content": f"{ask}\n\nText:\n{text.strip()}\n\nSummary:"},
+    ]
+
+
+def build_combine_messages(
+    summaries: Sequence[str], focus: str | None = None
+) -> list[dict[str, str]]:
+    """Reduce step: merge partial summaries into one."""
+    parts = "\n\n".join(f"Part {i}: {s.strip()}" for i, s in enumerate(summaries, 1))
+    ask = "Combine these partial summaries of one document into a single short summary"
+    ask += f" with regard to: {focus.strip()}" if focus else "."
+    return [
+        {"role": "system", "content": SUMMARY_SYSTEM},
+        {"role": "user", "content": f"{ask}\n\n{parts}\n\nSummary:"},
+    ]

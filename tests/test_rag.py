@@ -1,0 +1,174 @@
+"""The RAG chain on the real model and the sample corpus: abstention, context fitting,
+events, follow-ups; citation post-processing without a model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+
+from chains.prompts import NO_ANSWER, build_rag_messages
+from chains.rag import RagChain, Source, apply_citations, heuristic_standalone
+from chains.retrieval import RetrievedChunk, Retriever
+
+ON_TOPIC = (
+    "What is the radiated emission limit for a Class B digital device between 88 and 216 MHz?"
+)
+OFF_TOPIC = "What is the best recipe for a chocolate cake with strawberries?"
+
+
+class ModelCalls(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_chat_model_start(self, *args, **kwargs) -> None:
+        self.calls += 1
+
+
+@pytest.fixture(scope="module")
+def chain(chat_model, corpus_collection):
+    return RagChain(chat_model, Retriever(corpus_collection))
+
+
+@pytest.fixture
+def model_calls(chat_model):
+    counter = ModelCalls()
+    chat_model.callbacks = [counter]
+    yield counter
+    chat_model.callbacks = None
+
+
+def test_answer_with_numbered_sources(chain, model_calls):
+    events = list(chain.stream(ON_TOPIC, max_new_tokens=24))
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "retrieved" and kinds[-1] == "done"
+    assert set(kinds[1:-1]) == {"token"}
+    given, result = events[0][1], events[-1][1]
+
+    assert model_calls.calls == 1
+    assert result.error is None and not result.abstained
+    assert [s.n for s in given] == list(range(1, len(given) + 1))
+    assert any(s.section == "15.109" for s in given)
+    assert (
+        result.answer
+        and result.answer
+        == apply_citations("".join(p for k, p in events if k == "token"), given)[0]
+    )
+    assert {s.n for s in result.sources} <= {s.n for s in given}
+    assert result.usage["prompt_tokens"] > 0 and 0 < result.usage["completion_tokens"] <= 24
+    timings = result.timings
+    assert 0 < timings["retrieve_s"] <= timings["first_token_s"] <= timings["total_s"]
+    assert set(result.to_dict()) >= {
+        "question",
+        "answer",
+        "sources",
+        "abstained",
+        "timings",
+        "usage",
+    }
+
+
+def test_abstains_without_calling_the_model(chain, model_calls):
+    result = chain.invoke(OFF_TOPIC)
+    assert result.abstained
+    assert result.answer == NO_ANSWER
+    assert result.sources == []
+    assert model_calls.calls == 0
+    assert result.usage == {"prompt_tokens": 0, "completion_tokens": 0}
+    # the same question with the threshold off reaches the model's context
+    loose = RagChain(
+        chain.llm, chain.retriever, chain.settings.model_copy(update={"score_threshold": 0.0})
+    )
+    assert loose.retrieve_only(OFF_TOPIC).sources
+
+
+def test_astream_gives_the_same_events(chain):
+    async def collect():
+        return [event async for event in chain.astream(ON_TOPIC, max_new_tokens=12)]
+
+    events = asyncio.run(collect())
+    sync = list(chain.stream(ON_TOPIC, max_new_tokens=12))
+    assert [k for k, _ in events] == [k for k, _ in sync]
+    assert events[-1][1].answer == sync[-1][1].answer
+
+
+def test_retrieve_only_never_needs_a_model(corpus_collection):
+    result = RagChain(None, Retriever(corpus_collection)).retrieve_only(ON_TOPIC, k=3)
+    assert result.answer is None and result.error is None
+    assert len(result.sources) == 3 and not any(s.cited for s in result.sources)
+    assert RagChain(None, Retriever(corpus_collection)).invoke(ON_TOPIC).error
+
+
+def test_empty_question_is_an_error_not_a_crash(chain, model_calls):
+    result = chain.invoke("   ")
+    assert result.error and "empty" in result.error
+    assert model_calls.calls == 0
+
+
+def test_long_context_is_cut_to_fit(chain, chat_model):
+    paragraph = (
+        "The field strength limit is 150 microvolts per meter at 3 meters for Class B devices. "
+    )
+    chunks = [
+        RetrievedChunk(
+            id=str(i),
+            text=paragraph * 30,
+            score=1.0 - i / 100,
+            metadata={"source": f"doc{i}.txt", "section": f"15.{100 + i}"},
+            dense_score=0.9,
+        )
+        for i in range(12)
+    ]
+    sources, messages, truncated = chain.fit_context(ON_TOPIC, chunks, max_new_tokens=48)
+
+    assert truncated
+    assert 0 < len(sources) < len(chunks)
+    assert [s.source for s in sources] == [f"doc{i}.txt" for i in range(len(sources))]  # best first
+    prompt_tokens = chat_model.count_message_tokens(messages)
+    assert prompt_tokens + 48 <= chat_model.context_window
+    assert prompt_tokens + 48 > chat_model.context_window - 300  # filled, not emptied
+    assert messages == build_rag_messages(ON_TOPIC, sources)
+
+    few, _, cut = chain.fit_context(ON_TOPIC, chunks[:2], max_new_tokens=48)
+    assert not cut and len(few) == 2
+
+
+def test_follow_up_uses_history(chain, model_calls):
+    history = [
+        ("What is the radiated emission limit for Class B digital devices?", "150 uV/m at 3 m [1].")
+    ]
+    standalone, usage = chain.condense("And for Class A?", history)
+    assert model_calls.calls == 1 and usage["completion_tokens"] > 0
+    assert standalone.strip()
+    assert chain.condense("And for Class A?", None) == (
+        "And for Class A?",
+        {"prompt_tokens": 0, "completion_tokens": 0},
+    )
+
+
+# No model ---------------------------------------------------------------------------------
+
+
+def _sources(n: int) -> list[Source]:
+    return [Source(i, f"s{i}.md", None, f"15.{i}", None, 0.5, f"text {i}") for i in range(1, n + 1)]
+
+
+def test_cited_sources_are_returned_with_their_numbers():
+    answer, sources = apply_citations("Limit is 150 [3], see also [1, 9].", _sources(3))
+    assert answer == "Limit is 150 [3], see also [1]."
+    assert [(s.n, s.cited) for s in sources] == [(1, True), (3, True)]
+
+
+def test_without_citations_all_given_sources_come_back_uncited():
+    answer, sources = apply_citations("Limit is 150 [7].", _sources(2))
+    assert answer == "Limit is 150."
+    assert [(s.n, s.cited) for s in sources] == [(1, False), (2, False)]
+
+
+def test_heuristic_standalone_adds_history_terms():
+    history = [("What is the radiated emission limit for Class B digital devices?", "...")]
+    question = heuristic_standalone("And for Class A?", history)
+    assert question.startswith("And for Class A?")
+    assert "radiated" in question and "digital" in question
+    assert heuristic_standalone("What about 15.109?", []) == "What about 15.109?"
