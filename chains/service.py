@@ -1,0 +1,210 @@
+"""The process-wide assistant that the CLI, the Chainlit app and the API all call.
+
+    assistant = get_assistant()
+    assistant.rag().invoke("...")          # loads the model on first use
+    assistant.use_adapter("data/checkpoints/run/final_model")  # hot swap, base stays loaded
+
+Loading is lazy and thread-safe: concurrent first requests load the model once.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from chains.llm import QLoRAChatModel
+    from chains.rag import RagChain
+    from chains.retrieval import Retriever
+    from chains.summarize import Summarizer
+
+log = logging.getLogger(__name__)
+
+
+class Assistant:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+        self._llm: QLoRAChatModel | None = None
+        self._lock = threading.RLock()
+        self._loading = False
+        self._last_error: str | None = None
+        self._retrievers: dict[str, Retriever] = {}
+
+    # The model --------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._llm is not None
+
+    @property
+    def llm(self) -> QLoRAChatModel:
+        """The chat model, loaded on first use (base from settings, plus LOCAL_ADAPTER_PATH if set)."""
+        llm = self._llm
+        if llm is not None:
+            return llm
+        with self._lock:
+            if self._llm is None:
+                self.load(adapter_path=self.settings.local_adapter_path)
+            return self._llm
+
+    def load(
+        self,
+        model_name: str | None = None,
+        adapter_path: str | Path | None = None,
+        quantization: str | None = None,
+        device: str | None = None,
+        **gen_defaults: Any,
+    ) -> dict[str, Any]:
+        """(Re)load the base model, optionally with an adapter; replaces what was loaded."""
+        from chains.llm import QLoRAChatModel
+
+        with self._lock:
+            self._loading = True
+            try:
+                self._release()
+                self._llm = QLoRAChatModel.load(
+                    model_name,
+                    adapter_path=adapter_path,
+                    quantization=quantization,
+                    device=device,
+                    **gen_defaults,
+                )
+                self._last_error = None
+            except Exception as error:
+                self._last_error = str(error)
+                raise
+            finally:
+                self._loading = False
+        return self.status()
+
+    def unload(self) -> None:
+        """Free the model (the next use loads it again)."""
+        with self._lock:
+            self._release()
+
+    def use_adapter(self, path: str | Path | None) -> dict[str, Any]:
+        """Serve this adapter (attached, or reloaded if already attached), or None for the bare base."""
+        with self._lock:
+            llm = self.llm
+            if path is None:
+                llm.set_adapter(None)
+            else:
+                llm.load_adapter(path)
+        return self.status()
+
+    def _release(self) -> None:
+        if self._llm is None:
+            return
+        self._llm = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    # Chains ---------------------------------------------------------------------------------
+
+    def retriever(self, collection: str | None = None) -> Retriever:
+        from chains.retrieval import Retriever
+
+        name = collection or self.settings.collection_name
+        with self._lock:
+            if name not in self._retrievers:
+                self._retrievers[name] = Retriever(name, self.settings)
+            return self._retrievers[name]
+
+    def rag(self, collection: str | None = None, load_llm: bool = True) -> RagChain:
+        """The RAG chain over a collection; `load_llm=False` gives a retrieval-only chain."""
+        from chains.rag import RagChain
+
+        return RagChain(
+            self.llm if load_llm else self._llm, self.retriever(collection), self.settings
+        )
+
+    def summarizer(self, collection: str | None = None) -> Summarizer:
+        from chains.summarize import Summarizer
+
+        return Summarizer(self.llm, self.retriever(collection))
+
+    # Status ---------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        llm = self._llm
+        info = llm.info() if llm is not None else {}
+        return {
+            "loaded": llm is not None,
+            "loading": self._loading,
+            "model_name": info.get("model"),
+            "model_path": info.get("model_path"),
+            "adapter": info.get("adapter_name"),
+            "adapter_path": info.get("adapter"),
+            "adapters": info.get("adapters", []),
+            "device": info.get("device"),
+            "quantization": info.get("quantization"),
+            "dtype": info.get("dtype"),
+            "context_window": info.get("context_window"),
+            "collection": self.settings.collection_name,
+            "retrieval_mode": self.settings.retrieval_mode,
+            "retrieval_k": self.settings.retrieval_k,
+            "score_threshold": self.settings.score_threshold,
+            "last_error": self._last_error,
+        }
+
+    def available_adapters(self) -> list[dict[str, Any]]:
+        """Adapter folders (holding adapter_config.json) under the checkpoints folder."""
+        return find_adapters(self.settings.checkpoints_path)
+
+
+def find_adapters(root: Path) -> list[dict[str, Any]]:
+    if not root.is_dir():
+        return []
+    found = []
+    for config_file in sorted(root.rglob("adapter_config.json")):
+        folder = config_file.parent
+        config = _read_json(config_file) or {}
+        relative = folder.relative_to(root)
+        name = str(
+            relative.parent if folder.name == "final_model" and relative.parent.parts else relative
+        )
+        found.append(
+            {
+                "path": str(folder),
+                "name": name,
+                "info": {
+                    "base_model": config.get("base_model_name_or_path"),
+                    "rank": config.get("r"),
+                    "training": _read_json(folder / "training_info.json"),
+                    "modified": config_file.stat().st_mtime,
+                },
+            }
+        )
+    return found
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+_assistant: Assistant | None = None
+_assistant_lock = threading.Lock()
+
+
+def get_assistant() -> Assistant:
+    """The one Assistant of this process."""
+    global _assistant
+    with _assistant_lock:
+        if _assistant is None:
+            _assistant = Assistant()
+        return _assistant
