@@ -245,21 +245,32 @@ def _sft_config(config: TrainConfig, output_dir: Path, device: str, n_train: int
     )
 
 
-def train(
+@dataclass
+class TrainingSetup:
+    """Everything `train()` runs: the SFTTrainer ready to go, and what it was built from."""
+
+    trainer: Any
+    loaded: LoadedModel
+    data: PreparedData
+    output_dir: Path
+    resume_from: Path | None
+    memory: MemoryEstimate
+    length_report: dict[str, int]
+
+
+def build_trainer(
     config: TrainConfig,
     on_progress: ProgressHook | None = None,
     examples: list | None = None,
-) -> TrainResult:
-    """Train a LoRA adapter and save it to OUTPUT/final_model (see the module docstring)."""
+) -> TrainingSetup:
+    """Load data and model and build the SFTTrainer (which tokenizes and masks the prompts)."""
     from datasets import Dataset
     from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallback
     from trl import SFTTrainer
 
     config.validate(require_data=examples is None)
-    started = time.monotonic()
     data = prepare_data(config, examples)
     output_dir, resume_from = resolve_output(config)
-    output_dir.mkdir(parents=True, exist_ok=True)
     log.info(
         "Data: %d examples from %s → %d train / %d eval, by category %s",
         len(data.train) + len(data.eval),
@@ -268,49 +279,60 @@ def train(
         len(data.eval),
         dict(Counter(e.category for e in data.train + data.eval)),
     )
-
     loaded, model = build_lora_model(config)
-    trainer = None
+    train_records = [to_training_record(e, config.system_prompts) for e in data.train]
+    eval_records = [to_training_record(e, config.system_prompts) for e in data.eval]
+    length_report = _warn_about_lengths(loaded.tokenizer, train_records, config.max_length)
+    args = _sft_config(config, output_dir, loaded.device, len(train_records), bool(eval_records))
+    callbacks: list = []
+    if on_progress is not None:
+        callbacks.append(ProgressReporter(on_progress))
+    callbacks.append(LossProgressBar() if config.progress_bar else LogLines())
+    if config.early_stopping_patience:
+        if args.load_best_model_at_end:
+            callbacks.append(
+                EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
+            )
+        else:
+            log.warning(
+                "Early stopping needs an eval split (--eval-ratio > 0, 10+ examples); it is off."
+            )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_records),
+        eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
+        processing_class=loaded.tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if loaded.quantization != "none" and loaded.dtype == "float32":
+        # TRL casts QLoRA adapters to bf16 (the paper's GPU recipe); on the CPU they stay fp32.
+        for parameter in trainer.model.parameters():
+            if parameter.requires_grad and parameter.dtype != torch.float32:
+                parameter.data = parameter.data.float()
+    memory = estimate_memory(
+        trainer.model,
+        config.resolved_batch_size,
+        config.max_length,
+        config.resolved_gradient_checkpointing,
+        torch.bfloat16 if args.bf16 else torch.float32,
+    )
+    return TrainingSetup(trainer, loaded, data, output_dir, resume_from, memory, length_report)
+
+
+def train(
+    config: TrainConfig,
+    on_progress: ProgressHook | None = None,
+    examples: list | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter and save it to OUTPUT/final_model (see the module docstring)."""
+    started = time.monotonic()
+    setup = build_trainer(config, on_progress, examples)
+    loaded, trainer = setup.loaded, setup.trainer
     try:
-        train_records = [to_training_record(e, config.system_prompts) for e in data.train]
-        eval_records = [to_training_record(e, config.system_prompts) for e in data.eval]
-        length_report = _warn_about_lengths(loaded.tokenizer, train_records, config.max_length)
-        args = _sft_config(
-            config, output_dir, loaded.device, len(train_records), bool(eval_records)
-        )
-        callbacks: list = []
-        if on_progress is not None:
-            callbacks.append(ProgressReporter(on_progress))
-        callbacks.append(LossProgressBar() if config.progress_bar else LogLines())
-        if config.early_stopping_patience:
-            if args.load_best_model_at_end:
-                callbacks.append(
-                    EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
-                )
-            else:
-                log.warning("Early stopping needs an eval split (--eval-ratio > 0); it is off.")
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_list(train_records),
-            eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
-            processing_class=loaded.tokenizer,
-            callbacks=callbacks,
-        )
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
-        if loaded.quantization != "none" and loaded.dtype == "float32":
-            # TRL casts QLoRA adapters to bf16 (the paper's GPU recipe); on the CPU they stay fp32.
-            for parameter in trainer.model.parameters():
-                if parameter.requires_grad and parameter.dtype != torch.float32:
-                    parameter.data = parameter.data.float()
-        memory = estimate_memory(
-            trainer.model,
-            config.resolved_batch_size,
-            config.max_length,
-            config.resolved_gradient_checkpointing,
-            torch.bfloat16 if args.bf16 else torch.float32,
-        )
+        setup.output_dir.mkdir(parents=True, exist_ok=True)
         log.info(
             "Model %s (%s, %s on %s), LoRA r=%d alpha=%d on %s; memory estimate at batch %d × %d tokens:\n%s",
             loaded.path,
@@ -322,47 +344,36 @@ def train(
             config.resolved_target_modules,
             config.resolved_batch_size,
             config.max_length,
-            memory.format(),
+            setup.memory.format(),
         )
-        if resume_from is not None:
-            log.info("Resuming from %s", resume_from)
-        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        eval_metrics = trainer.evaluate() if eval_records else {}
-        return _save_run(
-            trainer,
-            config,
-            loaded,
-            data,
-            output_dir,
-            output,
-            eval_metrics,
-            memory,
-            length_report,
-            started,
-        )
+        if setup.resume_from is not None:
+            log.info("Resuming from %s", setup.resume_from)
+        resume = str(setup.resume_from) if setup.resume_from else None
+        output = trainer.train(resume_from_checkpoint=resume)
+        eval_metrics = {}
+        if trainer.args.load_best_model_at_end and trainer.state.best_metric is not None:
+            eval_metrics = {
+                "eval_loss": trainer.state.best_metric
+            }  # the weights now loaded were scored
+        elif trainer.eval_dataset is not None:
+            eval_metrics = trainer.evaluate()
+        return _save_run(setup, config, output, eval_metrics, started)
     finally:
-        del trainer, model
+        del trainer, setup
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
 
 def _save_run(
-    trainer,
-    config: TrainConfig,
-    loaded: LoadedModel,
-    data: PreparedData,
-    output_dir: Path,
-    output,
-    eval_metrics: dict,
-    memory: MemoryEstimate,
-    length_report: dict,
-    started: float,
+    setup: TrainingSetup, config: TrainConfig, output, eval_metrics: dict, started: float
 ) -> TrainResult:
     import peft
     import transformers
     import trl
 
+    trainer, loaded, data, output_dir = setup.trainer, setup.loaded, setup.data, setup.output_dir
+    memory, length_report = setup.memory, setup.length_report
     final = output_dir / FINAL_MODEL
     trainer.save_model(str(final))
     loaded.tokenizer.save_pretrained(str(final))

@@ -1,0 +1,201 @@
+"""Real training runs of the default model (SmolLM2-135M) on the CPU: LoRA and 4-bit QLoRA.
+
+Runs are tiny (a dozen short examples, max_length 128, ~10 steps at a high learning rate) and
+shared between tests through module-scoped fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from finetune.config import TrainConfig
+from finetune.data import Example, to_training_record, tokenize_record
+from finetune.train import build_trainer, train
+
+pytestmark = pytest.mark.slow
+
+FACTS = [
+    ("What part of 47 CFR covers unlicensed devices?", "Part 15"),
+    ("Which KDB covers RF exposure procedures?", "KDB 447498"),
+    ("Which section sets Class B radiated limits?", "Section 15.109"),
+    ("Which section sets conducted limits?", "Section 15.107"),
+    ("What does SDoC stand for?", "Supplier's Declaration of Conformity"),
+    ("Who may certify radio equipment?", "A Telecommunication Certification Body"),
+    ("What is the unit of SAR?", "Watts per kilogram"),
+    ("Which section covers labelling?", "Section 15.19"),
+    ("Which section covers spread spectrum?", "Section 15.247"),
+    ("What is an FCC ID made of?", "A grantee code and a product code"),
+    ("Which part covers ISM equipment?", "Part 18"),
+    ("Which section defines digital devices?", "Section 15.3"),
+]
+
+
+SYSTEM_PROMPTS = {
+    "default": "You answer questions on FCC rules."
+}  # short: fewer tokens, faster steps
+
+
+def qa_examples() -> list[Example]:
+    categories = ["part15", "rf_exposure", "equipment_authorization"]
+    return [
+        Example.from_pair(q, f"FCC answer: {a}. FCC answer complete.", categories[i % 3], "easy")
+        for i, (q, a) in enumerate(FACTS)
+    ]
+
+
+def write_jsonl(path: Path, examples: list[Example]) -> Path:
+    with path.open("w") as handle:
+        for e in examples:
+            handle.write(
+                json.dumps(
+                    {"messages": e.messages, "category": e.category, "difficulty": e.difficulty}
+                )
+                + "\n"
+            )
+    return path
+
+
+def tiny_config(tmp: Path, **overrides) -> TrainConfig:
+    values = dict(
+        data=str(write_jsonl(tmp / "qa.jsonl", qa_examples())),
+        quantization="none",
+        device="cpu",
+        max_steps=10,
+        learning_rate=3e-3,
+        batch_size=2,
+        max_length=128,
+        eval_ratio=0.0,
+        logging_steps=1,
+        warmup_ratio=0.0,
+        lr_scheduler="constant",
+        output_dir=str(tmp / "run"),
+        progress_bar=False,
+        system_prompts=SYSTEM_PROMPTS,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def first_and_last_losses(result) -> tuple[float, float]:
+    info = json.loads((result.final_model_path / "training_info.json").read_text())
+    losses = [entry["loss"] for entry in info["loss_history"]]
+    assert len(losses) >= 8, losses
+    return sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """Plain LoRA on the fp32 base, 10 steps, a checkpoint every 5 (kept for the resume test)."""
+    tmp = tmp_path_factory.mktemp("lora")
+    events: list[dict] = []
+    config = tiny_config(tmp, eval_ratio=0.2, save_steps=5, keep_checkpoints=True)
+    result = train(config, on_progress=events.append)
+    return result, events, config
+
+
+@pytest.fixture(scope="module")
+def qlora_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("qlora")
+    return train(tiny_config(tmp, quantization="4bit", max_steps=8))
+
+
+def test_lora_training_lowers_the_loss_and_writes_the_adapter(lora_run):
+    result, events, _ = lora_run
+    first, last = first_and_last_losses(result)
+    assert last < first * 0.7, (first, last)
+    final = result.final_model_path
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+    ):
+        assert (final / name).is_file(), name
+    info = json.loads((final / "training_info.json").read_text())
+    assert info["quantization"] == "none" and info["global_step"] == 10
+    assert info["eval_loss"] == pytest.approx(result.eval_loss) and result.eval_loss > 0
+    assert len(info["data_sha256"]) == 64 and info["preset"] == "balanced"
+    assert info["arguments"]["learning_rate"] == 3e-3 and info["arguments"]["save_steps"] == 5
+    assert info["data"]["train"] + info["data"]["eval"] == len(FACTS) and info["data"]["eval"] >= 2
+    assert info["base_model_path"].endswith("SmolLM2-135M-Instruct")
+    assert (result.output_dir / "loss_curve.png").stat().st_size > 5000
+    steps = [e["step"] for e in events if e["phase"] == "train"]
+    assert steps == list(range(1, 11))
+    assert all(e["total"] == 10 and e["loss"] is not None for e in events)
+    assert events[-1]["eta_s"] == 0 and any(e["phase"] == "eval" for e in events)
+
+
+def test_qlora_4bit_training_lowers_the_loss(qlora_run):
+    first, last = first_and_last_losses(qlora_run)
+    assert last < first * 0.7, (first, last)
+    info = json.loads((qlora_run.final_model_path / "training_info.json").read_text())
+    assert info["quantization"] == "4bit" and info["eval_loss"] is None
+    assert (qlora_run.final_model_path / "adapter_model.safetensors").is_file()
+    assert not list(qlora_run.output_dir.glob("checkpoint-*"))  # removed after success by default
+
+
+def test_prompt_tokens_carry_no_loss(tmp_path):
+    setup = build_trainer(tiny_config(tmp_path))
+    tokenizer = setup.loaded.tokenizer
+    dataset = setup.trainer.train_dataset
+    assert len(dataset) == len(FACTS)
+    by_answer = {e.answer: e for e in setup.data.train}
+    for row in dataset:
+        ids, labels = row["input_ids"], row["labels"]
+        answer_start = next(i for i, label in enumerate(labels) if label != -100)
+        prompt_text = tokenizer.decode(ids[:answer_start])
+        assert prompt_text.endswith("<|im_start|>assistant\n")
+        assert all(label == -100 for label in labels[:answer_start])
+        assert (
+            labels[answer_start:] == ids[answer_start:]
+        )  # every answer token (and <|im_end|>) is trained
+        answer = tokenizer.decode(ids[answer_start:], skip_special_tokens=True).strip()
+        example = by_answer[answer]
+        # preview/stats tokenization is the very same as what the trainer trains on
+        record = to_training_record(example, SYSTEM_PROMPTS)
+        assert tokenize_record(tokenizer, record, 128) == {"input_ids": ids, "labels": labels}
+    batch = setup.trainer.data_collator([dataset[0], dataset[1]])
+    prompt_positions = batch["labels"] == -100
+    assert prompt_positions.any() and (~prompt_positions).any()
+    assert torch.equal(batch["labels"][~prompt_positions], batch["input_ids"][~prompt_positions])
+
+
+def test_resume_continues_the_step_count(lora_run, tmp_path):
+    result, _, config = lora_run
+    checkpoint = result.output_dir / "checkpoint-5"
+    assert checkpoint.is_dir() and (result.output_dir / "checkpoint-10").is_dir()
+    events: list[dict] = []
+    resumed = train(
+        tiny_config(
+            tmp_path,
+            data=config.data,
+            eval_ratio=0.2,
+            resume=str(checkpoint),
+            output_dir=str(tmp_path / "resumed"),
+        ),
+        on_progress=events.append,
+    )
+    steps = [e["step"] for e in events if e["phase"] == "train"]
+    assert steps == list(range(6, 11))
+    info = json.loads((resumed.final_model_path / "training_info.json").read_text())
+    assert info["global_step"] == 10
+    assert info["loss_history"][0]["step"] <= 5  # the history before the checkpoint came along
+
+
+def test_chat_model_loads_the_adapter_and_answers_differently(lora_run, chat_model):
+    result, _, _ = lora_run
+    question = [("system", SYSTEM_PROMPTS["default"]), ("human", FACTS[0][0])]
+    base_answer = chat_model.invoke(question, max_new_tokens=16).content
+    name = chat_model.load_adapter(result.final_model_path, name="test_finetune_lora")
+    try:
+        tuned_answer = chat_model.invoke(question, max_new_tokens=16).content
+    finally:
+        chat_model.set_adapter(None)
+        chat_model.unload_adapter(name)
+    assert tuned_answer != base_answer
+    assert "FCC answer" in tuned_answer
+    assert chat_model.invoke(question, max_new_tokens=16).content == base_answer
