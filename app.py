@@ -127,7 +127,14 @@ def source_title(source) -> str:
     return " · ".join(parts)
 
 
-def source_card(source) -> str:
+SCORE_KINDS = {
+    "dense": "cosine similarity",
+    "hybrid": "rank-fusion score (RRF)",
+    "bm25": "keyword (BM25) score",
+}
+
+
+def source_card(source, mode: str) -> str:
     score = f"{source.score:.3f}" if source.score is not None else "n/a"
     lines = [f"**{source.source}**", ""]
     if source.page:
@@ -136,9 +143,8 @@ def source_card(source) -> str:
         lines.append(f"- CFR section: § {source.section}")
     if source.heading:
         lines.append(f"- Heading: {source.heading}")
-    lines.append(
-        f"- Score: {score} ({'cited in the answer' if source.cited else 'retrieved, not cited'})"
-    )
+    lines.append(f"- Score: {score} ({SCORE_KINDS.get(mode, mode)})")
+    lines.append("- Cited in the answer" if source.cited else "- Retrieved, not cited")
     lines += ["", "---", "", source.text]
     return "\n".join(lines)
 
@@ -160,9 +166,9 @@ def document_file(source: str) -> Path | None:
     return None
 
 
-def source_elements(sources) -> list[cl.Element]:
+def source_elements(sources, mode: str) -> list[cl.Element]:
     elements: list[cl.Element] = [
-        cl.Text(name=f"[{s.n}]", content=source_card(s), display="side") for s in sources
+        cl.Text(name=f"[{s.n}]", content=source_card(s, mode), display="side") for s in sources
     ]
     seen: set[str] = set()
     for s in sources:
@@ -180,12 +186,17 @@ def sources_footer(sources) -> str:
         return ""
     lines = []
     for s in sources:
-        title = source_title(s).replace(s.source, pdf_name(s), 1) if s.page else source_title(s)
+        # "file (p. N)" is also the name of the PDF element: it links to the page.
+        title = pdf_name(s) if s.page else s.source
+        if s.section:
+            title += f" · § {s.section}"
         lines.append(f"[{s.n}] {title}" + ("" if s.cited else " (not cited)"))
     return "\n\n**Sources**  \n" + "  \n".join(lines)
 
 
 def answer_actions(message_id: str, sources) -> list[cl.Action]:
+    if not sources:
+        return []
     actions = [
         cl.Action(
             name="summarize_sources",
@@ -315,13 +326,13 @@ async def answer(question: str) -> None:
     values = cl.user_session.get("settings") or {}
     options = options_from(values)
     history: list[tuple[str, str]] = cl.user_session.get("history") or []
-    reply = cl.Message(content="")
     mode = options.mode or get_settings().retrieval_mode
     k = options.k or get_settings().retrieval_k
     step = cl.Step(name="Retrieval", type="retrieval", show_input="text")
     step.input = f"Question: {question}\nMode: {mode}, k = {k}"
     step.start = utc_now()
     await step.send()
+    reply = cl.Message(content="")  # created after the step, so it shows below it
     result = None
     async for kind, value in conversation.ask_stream(question, history, options):
         if kind == "retrieved":
@@ -340,16 +351,22 @@ async def answer(question: str) -> None:
             await reply.stream_token(value)
         elif kind == "done":
             result = value
-    if result is None:
+    if result is None or conversation.failure(result):
+        reply.content = (
+            f"Sorry, I could not answer: {conversation.failure(result) if result else 'no result'}"
+        )
+        await reply.send()
         return
     step.input = f"Standalone question: {result.standalone_question}\nMode: {mode}, k = {k}"
     step.end = step.end or utc_now()
     await step.update()
     reply.content = (result.answer or "") + sources_footer(result.sources)
-    reply.elements = await asyncio.to_thread(source_elements, result.sources)
+    reply.elements = await asyncio.to_thread(source_elements, result.sources, mode)
     reply.actions = answer_actions(reply.id, result.sources)
     await reply.send()
-    await asyncio.to_thread(conversation.record, result, "chat", reply.id)
+    # Chainlit attaches 👍/👎 to the run (the on_message step), so the answer is kept under its id.
+    run = cl.context.current_run
+    await asyncio.to_thread(conversation.record, result, "chat", run.id if run else reply.id)
     cl.user_session.set("history", [*history, (question, result.answer or "")][-HISTORY_TURNS:])
     answers = cl.user_session.get("answers") or {}
     answers[reply.id] = result

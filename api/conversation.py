@@ -17,6 +17,10 @@ class ModelNotLoadedError(RuntimeError):
     """The QLoRA service has no model loaded (after unload)."""
 
 
+class AnswerFailedError(RuntimeError):
+    """The chain could not answer (store or model failure); the message says why."""
+
+
 @dataclass
 class AskOptions:
     k: int | None = None
@@ -104,7 +108,15 @@ def ask(
     """Answer synchronously; returns the chain's RagResult."""
     options = options or AskOptions()
     chain = rag_chain(options.collection, require_loaded)
-    return chain.invoke(question, history=history or None, **options.rag_kwargs())
+    result = chain.invoke(question, history=history or None, **options.rag_kwargs())
+    if failure(result):
+        raise AnswerFailedError(failure(result))
+    return result
+
+
+def failure(result) -> str | None:
+    """Why the chain gave no answer, or None (an abstention is an answer)."""
+    return result.error if result.error and not result.answer else None
 
 
 async def ask_stream(

@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from api.conversation import ModelNotLoadedError
+from api.conversation import AnswerFailedError, ModelNotLoadedError
 from api.feedback import UnknownAnswerError
 from api.jobs import InvalidTrainingRequestError, JobConflictError, UnknownJobError
 from api.paths import PathNotAllowedError
@@ -78,6 +78,7 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnknownAnswerError, _error(404))
     app.add_exception_handler(UploadRejectedError, _upload_error)
     app.add_exception_handler(StoreUnavailableError, _error(503))
+    app.add_exception_handler(AnswerFailedError, _error(500))
 
 
 def install(app: FastAPI) -> FastAPI:

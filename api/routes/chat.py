@@ -52,6 +52,8 @@ async def stream_events(
         async for kind, value in conversation.ask_stream(question, history, options):
             if kind == "token":
                 yield sse({"type": "token", "content": value})
+            elif kind == "done" and conversation.failure(value):
+                yield sse({"type": "error", "detail": conversation.failure(value)})
             elif kind == "done":
                 answer_id = conversation.record(value, channel)
                 yield sse({"type": "final", **conversation.response_payload(value, answer_id)})

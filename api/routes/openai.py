@@ -60,6 +60,10 @@ async def _stream(question, history, options) -> AsyncIterator[str]:
                 )
             elif kind == "token":
                 yield sse(_chunk(completion_id, created, model, {"content": value}))
+            elif kind == "done" and conversation.failure(value):
+                yield sse(
+                    {"error": {"message": conversation.failure(value), "type": "server_error"}}
+                )
             elif kind == "done":
                 answer_id = conversation.record(value, "openai")
                 final = _chunk(completion_id, created, model, {}, "stop")

@@ -33,4 +33,10 @@ def health() -> dict[str, str]:
 
 @router.get("/status", summary="Model, adapter, device, collection, chunk count, versions")
 def status() -> dict:
-    return {**assistant().status(), "versions": versions()}
+    a = assistant()
+    info = a.status()
+    try:
+        info["chunks"] = a.retriever().count()
+    except Exception as error:  # the status still answers when the store does not
+        info["chunks"], info["store_error"] = None, str(error)
+    return {**info, "versions": versions()}

@@ -1,0 +1,127 @@
+"""The chat in a real headless Chromium against the real server (`python -m app` in a
+subprocess with its own store, the sample corpus ingested by `python -m ingest`).
+
+Asks a question, watches the answer stream in, opens the cited source [1], rates the
+answer 👎 with a correction (Chainlit's feedback UI -> our SQLite store), uploads a
+document and asks about it. Screenshots go to test-output/.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.load import ServerProcess
+
+CHROMIUM = Path("/usr/bin/chromium")
+OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (make browser installs it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with ServerProcess(tmp_path_factory.mktemp("browser-server"), env={"MAX_NEW_TOKENS": "24"}) as running:
+        yield running
+        print(running.log_tail())
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(30_000)
+        page.goto(server.url)
+        page.locator("#chat-input").wait_for()
+        yield page
+        browser.close()
+
+
+def last_answer(page):
+    return page.locator('[data-step-type="assistant_message"]').last
+
+
+def ask(page, question: str, timeout_s: float = 240) -> list[str]:
+    """Send a question; return the texts the answer showed while it streamed."""
+    before = page.locator('[data-step-type="assistant_message"]').count()
+    page.locator("#chat-input").fill(question)
+    page.locator("#chat-input").press("Enter")
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        messages = page.locator('[data-step-type="assistant_message"]')
+        if messages.count() > before:
+            text = messages.last.inner_text()
+            if not seen or text != seen[-1]:
+                seen.append(text)
+            if "Sources" in text and messages.last.locator(".element-link").count():
+                return seen
+        time.sleep(0.05)
+    raise AssertionError(f"No complete answer within {timeout_s}s; saw {seen[-1:]}")
+
+
+def test_ask_stream_cite_and_rate(page, server):
+    seen = ask(page, "What are the two conditions of operation for a Part 15 device?")
+    final = seen[-1]
+    assert len(seen) >= 3, f"the answer did not stream token by token: {seen}"
+    assert "part15_general_conditions.md" in final
+
+    step = page.locator('[data-step-type="retrieval"]')
+    assert step.count() >= 1
+
+    link = last_answer(page).locator(".element-link", has_text="[1]").first
+    link.click()
+    side = page.locator("#side-view-content")
+    side.wait_for()
+    assert "Score:" in side.inner_text()
+    assert ".md" in side.inner_text() or ".pdf" in side.inner_text()
+    page.screenshot(path=str(OUTPUT / "browser-chat.png"))
+
+    # 👎 with a correction, through Chainlit's own feedback UI.
+    last_answer(page).locator(".negative-feedback-off").first.click()
+    page.locator("textarea").last.fill("Two conditions: no harmful interference, and accept interference.")
+    page.locator("#submit-feedback").click()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        stats = httpx.get(f"{server.url}/api/feedback/stats").json()
+        if stats["corrected"]:
+            break
+        time.sleep(0.3)
+    assert stats["thumbs_down"] == 1 and stats["corrected"] == 1, stats
+    exported = httpx.get(f"{server.url}/api/feedback/export").text
+    assert "no harmful interference, and accept interference" in exported
+    assert "two conditions of operation" in exported
+
+
+def test_upload_then_ask_about_it(page, server, tmp_path):
+    note = tmp_path / "zebra_band_note.md"
+    note.write_text(
+        "# Zebra band note\n\n## § 99.7 Zebra band power.\n\n"
+        "The maximum output power in the zebra band is 42 milliwatts.\n"
+    )
+    page.locator("#upload-button-input").set_input_files(str(note))
+    page.locator("#chat-input").fill("")
+    page.locator("#chat-input").press("Enter")
+    page.get_by_text("Upload finished").wait_for(timeout=120_000)
+    assert "zebra_band_note.md" in {d["source"] for d in httpx.get(f"{server.url}/api/documents").json()}
+    final = ask(page, "What is the maximum output power in the zebra band?")[-1]
+    assert "zebra_band_note.md" in final
+    page.screenshot(path=str(OUTPUT / "browser-upload.png"))
