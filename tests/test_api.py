@@ -5,9 +5,13 @@ and real training. State (feedback DB, uploads, checkpoints) goes to a temp data
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import SAMPLE_CORPUS
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -230,3 +234,207 @@ def test_documents_upload_list_delete(client, settings, tmp_path):
     response = client.delete("/api/documents/zebra-note.md")
     assert response.status_code == 200 and response.json()["chunks_removed"] >= 1
     assert "zebra-note.md" not in {d["source"] for d in client.get("/api/documents").json()}
+
+
+# With the model --------------------------------------------------------------------------------
+
+QUESTION = "What are the two conditions of operation for a Part 15 device?"
+
+
+@pytest.fixture(scope="module")
+def assistant(settings, chat_model):
+    """The service singleton serving the session's already loaded model (no second load)."""
+    from chains.service import get_assistant
+
+    a = get_assistant()
+    previous = a._llm
+    a._llm = chat_model
+    yield a
+    a._llm = previous
+
+
+def ask_body(question: str = QUESTION, **extra) -> dict:
+    return {"messages": [{"role": "user", "content": question}], "max_tokens": 24, **extra}
+
+
+def sse_events(response) -> list:
+    events = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            data = line[len("data: ") :]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def test_chat_answers_with_numbered_sources_and_takes_feedback(client, assistant):
+    body = {
+        "messages": [
+            {"role": "user", "content": "What does part 15 cover?"},
+            {"role": "assistant", "content": "Unlicensed radio frequency devices [1]."},
+            {"role": "user", "content": QUESTION},
+        ],
+        "max_tokens": 24,
+        "k": 3,
+        "mode": "hybrid",
+    }
+    response = client.post("/api/chat", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["answer"].strip() and not answer["abstained"]
+    assert 1 <= len(answer["sources"]) <= 3
+    assert [s["n"] for s in answer["sources"]] == sorted(s["n"] for s in answer["sources"])
+    corpus_files = {p.name for p in SAMPLE_CORPUS.iterdir()}
+    assert all(s["source"] in corpus_files and s["text"].strip() for s in answer["sources"])
+    assert answer["model_info"]["model"] == "SmolLM2-135M-Instruct"
+    assert answer["timestamp"] and answer["standalone_question"]
+    assert assistant.llm.count_tokens(answer["answer"]) <= 26  # max_tokens was applied
+
+    rated = client.post(
+        "/api/feedback",
+        json={"answer_id": answer["id"], "rating": 0, "correction": "Two conditions."},
+    )
+    assert rated.status_code == 200
+    exported = [json.loads(line) for line in client.get("/api/feedback/export").text.splitlines()]
+    mine = next(row for row in exported if row["answer_id"] == answer["id"])
+    assert mine["messages"][-1]["content"] == "Two conditions." and mine["question"] == QUESTION
+
+
+def test_chat_streams_tokens_then_the_sources(client, assistant):
+    with client.stream("POST", "/api/chat", json=ask_body(stream=True)) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(response)
+    assert events[-1] == "[DONE]"
+    tokens = [e["content"] for e in events[:-1] if e["type"] == "token"]
+    finals = [e for e in events[:-1] if e["type"] == "final"]
+    assert len(tokens) >= 5 and len(finals) == 1
+    final = finals[0]
+    assert final["sources"] and final["id"]
+    assert "".join(tokens).strip()[:20] == final["answer"][:20]
+
+
+def test_openai_compatible_completions_and_models(client, assistant):
+    response = client.post("/v1/chat/completions", json={"model": "any", **ask_body()})
+    assert response.status_code == 200, response.text
+    completion = response.json()
+    assert completion["object"] == "chat.completion"
+    assert completion["choices"][0]["message"]["role"] == "assistant"
+    assert completion["choices"][0]["message"]["content"].strip()
+    assert completion["sources"] and completion["usage"]["completion_tokens"] > 0
+
+    with client.stream("POST", "/v1/chat/completions", json=ask_body(stream=True)) as response:
+        events = sse_events(response)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["sources"]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks).strip()
+
+    models = client.get("/v1/models").json()
+    assert models["data"][0]["id"] == "SmolLM2-135M-Instruct"
+
+
+def test_status_reports_model_store_and_versions(client, assistant, settings):
+    status = client.get("/api/status").json()
+    assert status["loaded"] and status["device"] == "cpu" and status["quantization"] == "none"
+    assert status["collection"] == settings.collection_name and status["chunks"] > 0
+    assert {"python", "torch", "transformers", "peft", "chainlit", "qdrant-client", "app"} <= set(
+        status["versions"]
+    )
+
+
+def wait_for_job(client, job_id: str, timeout: float = 400) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/chat/qlora/train/{job_id}").json()
+        if job["state"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"training job {job_id} still {job['state']} after {timeout}s")
+
+
+def test_qlora_service_lifecycle(client, assistant, chat_model, settings):
+    """train (202, 409 while running, progress) -> load_trained (hot swap) -> chat ->
+    unload -> 409 -> load (records the LoRA defaults)."""
+    conversations = [
+        {
+            "prompt": "What does § 15.5 require?",
+            "response": "No harmful interference; accept interference [1].",
+        },
+        {
+            "prompt": "What is § 15.21 about?",
+            "response": "Warning users about unapproved changes [1].",
+        },
+        {
+            "prompt": "What detector applies below 1000 MHz?",
+            "response": "A CISPR quasi-peak detector [1].",
+        },
+    ]
+    body = {
+        "conversations": conversations,
+        "output_dir": "api-test-run",
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 1,
+        "learning_rate": 1e-3,
+        "max_steps": 2,
+    }
+    response = client.post("/api/chat/qlora/train", json=body)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["state"] in ("queued", "running")
+    assert client.post("/api/chat/qlora/train", json=body).status_code == 409
+
+    job = wait_for_job(client, job["job_id"])
+    assert job["state"] == "succeeded", job["error"]
+    assert (
+        job["step"] == job["total"] == 2
+        and job["train_loss"] is not None
+        and job["loss"] is not None
+    )
+    final = Path(job["final_model_path"])
+    assert final.is_relative_to(settings.checkpoints_path.resolve() / "api-test-run")
+    assert (final / "adapter_config.json").is_file()
+    assert client.get("/api/chat/qlora/status").json()["training"]["state"] == "succeeded"
+
+    try:
+        status = client.post("/api/chat/qlora/load_trained", params={"adapter_path": str(final)})
+        assert status.status_code == 200, status.text
+        assert status.json()["adapter_path"] == str(final) and status.json()["loaded"]
+        assert assistant.llm is chat_model  # hot swap: the base model was not reloaded
+        response = client.post(
+            "/api/chat/qlora/chat", params={"max_new_tokens": 16}, json={"message": QUESTION}
+        )
+        assert response.status_code == 200, response.text
+        reply = response.json()
+        assert reply["answer"].strip() and reply["sources"]
+        assert reply["model_info"]["adapter"] == str(final)
+    finally:
+        name = chat_model.active_adapter
+        chat_model.set_adapter(None)
+        if name:
+            chat_model.unload_adapter(name)
+
+    status = client.post("/api/chat/qlora/unload").json()
+    assert status["loaded"] is False
+    response = client.post("/api/chat/qlora/chat", json={"message": QUESTION})
+    assert response.status_code == 409 and "load" in response.json()["detail"]
+
+    load = {
+        "model_name": "",
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.1,
+        "target_modules": ["q_proj", "v_proj"],
+    }
+    status = client.post("/api/chat/qlora/load", json=load)
+    assert status.status_code == 200, status.text
+    status = status.json()
+    assert status["loaded"] and status["model_name"] == "SmolLM2-135M-Instruct"
+    assert status["lora_defaults"] == {
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.1,
+        "target_modules": ["q_proj", "v_proj"],
+    }
+    shutil.rmtree(settings.checkpoints_path / "api-test-run", ignore_errors=True)
