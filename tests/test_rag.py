@@ -85,10 +85,10 @@ def test_abstains_without_calling_the_model(chain, model_calls):
 
 def test_astream_gives_the_same_events(chain):
     async def collect():
-        return [event async for event in chain.astream(ON_TOPIC, max_new_tokens=12)]
+        return [event async for event in chain.astream(ON_TOPIC, k=2, max_new_tokens=12)]
 
     events = asyncio.run(collect())
-    sync = list(chain.stream(ON_TOPIC, max_new_tokens=12))
+    sync = list(chain.stream(ON_TOPIC, k=2, max_new_tokens=12))
     assert [k for k, _ in events] == [k for k, _ in sync]
     assert events[-1][1].answer == sync[-1][1].answer
 
