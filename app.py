@@ -128,9 +128,9 @@ def source_title(source) -> str:
 
 
 SCORE_KINDS = {
-    "dense": "cosine similarity",
-    "hybrid": "rank-fusion score (RRF)",
-    "bm25": "keyword (BM25) score",
+    "dense": "dense: cosine similarity",
+    "hybrid": "hybrid: reciprocal-rank fusion",
+    "bm25": "keyword: BM25",
 }
 
 

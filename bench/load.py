@@ -107,12 +107,18 @@ class ServerProcess:
         self.ingest()
         log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "app"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"The server exited ({self.process.returncode}):\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"The server exited ({self.process.returncode}):\n{self.log_tail()}"
+                )
             try:
                 if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
                     return self
@@ -120,7 +126,9 @@ class ServerProcess:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise TimeoutError(f"The server did not answer within {self.startup_timeout}s:\n{self.log_tail()}")
+        raise TimeoutError(
+            f"The server did not answer within {self.startup_timeout}s:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -166,7 +174,12 @@ async def ask(
 ) -> Reply:
     """One streaming /api/chat request; the SSE events are parsed as they arrive."""
     reply = Reply(question)
-    body = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens, "temperature": 0.0, "stream": True}
+    body = {
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "stream": True,
+    }
     started = time.perf_counter()
     try:
         async with client.stream("POST", "/api/chat", json=body, headers=headers) as response:
@@ -184,7 +197,9 @@ async def ask(
                         reply.first_token_s = time.perf_counter() - started
                 elif event["type"] == "final":
                     reply.answer = event["answer"]
-                    reply.sources = [(s["source"], s["page"], s["section"]) for s in event["sources"]]
+                    reply.sources = [
+                        (s["source"], s["page"], s["section"]) for s in event["sources"]
+                    ]
                     reply.server_timings = event.get("timings") or {}
                     reply.abstained = event["abstained"]
                 elif event["type"] == "error":
@@ -224,8 +239,16 @@ def summarize(replies: list[Reply]) -> dict:
     totals = [r.total_s for r in replies if not r.error]
     firsts = [r.first_token_s for r in replies if r.first_token_s is not None]
     return {
-        "latency_s": {"p50": percentile(totals, 0.5), "p95": percentile(totals, 0.95), "max": percentile(totals, 1.0)},
-        "first_token_s": {"p50": percentile(firsts, 0.5), "p95": percentile(firsts, 0.95), "max": percentile(firsts, 1.0)},
+        "latency_s": {
+            "p50": percentile(totals, 0.5),
+            "p95": percentile(totals, 0.95),
+            "max": percentile(totals, 1.0),
+        },
+        "first_token_s": {
+            "p50": percentile(firsts, 0.5),
+            "p95": percentile(firsts, 0.95),
+            "max": percentile(firsts, 1.0),
+        },
         "tokens_mean": round(statistics.mean(r.tokens for r in replies), 1) if replies else 0,
     }
 
@@ -237,9 +260,23 @@ def compare(reference: list[Reply], concurrent: list[Reply]) -> list[dict]:
         if got.error or not (got.answer or got.abstained):
             problems.append({"question": got.question, "problem": f"not answered: {got.error}"})
         elif got.answer != ref.answer:
-            problems.append({"question": got.question, "problem": "answer differs", "expected": ref.answer, "got": got.answer})
+            problems.append(
+                {
+                    "question": got.question,
+                    "problem": "answer differs",
+                    "expected": ref.answer,
+                    "got": got.answer,
+                }
+            )
         elif got.sources != ref.sources:
-            problems.append({"question": got.question, "problem": "sources differ", "expected": ref.sources, "got": got.sources})
+            problems.append(
+                {
+                    "question": got.question,
+                    "problem": "sources differ",
+                    "expected": ref.sources,
+                    "got": got.sources,
+                }
+            )
     return problems
 
 
@@ -261,7 +298,11 @@ def write_report(result: dict, out_dir: Path) -> None:
         f"- Answered: {con['answered']}/{result['requests']}; errors: {con['errors']}.",
         f"- Same answer and sources as the one-at-a-time run: "
         f"{result['requests'] - len(result['mismatches'])}/{result['requests']}"
-        + (" (none lost, none mixed up)." if not result["mismatches"] else "; see load.json `mismatches`."),
+        + (
+            " (none lost, none mixed up)."
+            if not result["mismatches"]
+            else "; see load.json `mismatches`."
+        ),
         "- The model generates one answer at a time (a lock in the chat model), so concurrent "
         "requests queue: the time to the first token is mostly the wait for the requests ahead.",
     ]
@@ -297,7 +338,9 @@ def run(url: str, requests: int, max_tokens: int, api_key: str | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.load", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--url", help="a running server (default: start one on a free port)")
     parser.add_argument("--api-key", default=os.environ.get("API_KEY"))
     parser.add_argument("--requests", type=int, default=16)
