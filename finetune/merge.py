@@ -44,6 +44,7 @@ class ProbeResult:
     expected: str
     got: str
     equal: bool
+    expected_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -88,7 +89,9 @@ def check_parity(
     )
     return ParityReport(
         [
-            ProbeResult(prompt, tokenizer.decode(expected), tokenizer.decode(got), expected == got)
+            ProbeResult(
+                prompt, tokenizer.decode(expected), tokenizer.decode(got), expected == got, expected
+            )
             for prompt, expected, got in zip(prompts, expected_ids, got_ids, strict=True)
         ]
     )

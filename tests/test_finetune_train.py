@@ -7,6 +7,7 @@ shared between tests through module-scoped fixtures.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,20 @@ def qa_examples() -> list[Example]:
         Example.from_pair(q, f"FCC answer: {a}. FCC answer complete.", categories[i % 3], "easy")
         for i, (q, a) in enumerate(FACTS)
     ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_busy_waiting_thread_at_most():
+    """On this shared 2-core machine OpenMP's default busy-waiting makes 2 threads ~7x slower
+    than 1 when other processes compete; OMP_WAIT_POLICY=PASSIVE (set before torch loads) fixes
+    that, else these tests run single-threaded."""
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def write_jsonl(path: Path, examples: list[Example]) -> Path:
@@ -199,3 +214,46 @@ def test_chat_model_loads_the_adapter_and_answers_differently(lora_run, chat_mod
     assert tuned_answer != base_answer
     assert "FCC answer" in tuned_answer
     assert chat_model.invoke(question, max_new_tokens=16).content == base_answer
+
+
+def test_merge_reproduces_the_adapter_and_the_check_catches_a_broken_merge(lora_run, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from finetune.merge import MergeParityError, check_parity, merge_adapter
+    from finetune.modeling import load_tokenizer
+
+    result, _, _ = lora_run
+    probes = [FACTS[0][0], "What is an intentional radiator?"]
+    with pytest.raises(ValueError, match="Refusing to merge into a 4bit base"):
+        merge_adapter(result.final_model_path, tmp_path / "never", quantization="4bit")
+    merged = merge_adapter(result.final_model_path, tmp_path / "merged", prompts=probes)
+    assert merged.parity.ok and len(merged.parity.probes) == 2
+    assert "FCC answer" in merged.parity.probes[0].got  # the adapter's behaviour survived the merge
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+    assert (tmp_path / "merged" / "chat_template.jinja").is_file()
+    assert json.loads((tmp_path / "merged" / "merge_info.json").read_text())["parity_ok"] is True
+
+    expected = [p.expected_ids for p in merged.parity.probes]
+    broken = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32)
+    with torch.no_grad():  # a merge that lost the LoRA update on the attention output
+        for layer in broken.model.layers:
+            layer.self_attn.o_proj.weight.mul_(0.5)
+    report = check_parity(expected, broken, load_tokenizer(str(tmp_path / "merged")), probes)
+    assert not report.ok and "DIFFERENT" in report.format()
+    assert issubclass(MergeParityError, RuntimeError)
+
+
+def test_cli_test_scores_base_and_adapter_on_the_held_out_split(lora_run, capsys):
+    from finetune.cli import main
+
+    result, _, _ = lora_run
+    assert (
+        main(["test", "--adapter", str(result.output_dir), "--max-new-tokens", "16", "--json"]) == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert "eval split" in report["data"]
+    assert {row["question"] for row in report["rows"]} <= {q for q, _ in FACTS}
+    overall = report["summary"]["ALL"]
+    assert overall["n"] == len(report["rows"]) >= 2
+    assert overall["adapter_f1"] > overall["base_f1"]  # it learned the answer format
+    assert set(report["summary"]) - {"ALL"} <= {"part15", "rf_exposure", "equipment_authorization"}
