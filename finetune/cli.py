@@ -362,19 +362,24 @@ def run_preview(args) -> int:
 
 
 def run_from_corpus(args) -> int:
+    from core.store import close_clients
     from finetune.corpus import build_corpus_examples
 
-    report = build_corpus_examples(
-        args.qa,
-        args.out,
-        collection=args.collection,
-        k=args.k,
-        abstain_ratio=args.abstain_ratio,
-        min_overlap=args.min_overlap,
-        mode=args.mode,
-        seed=args.seed,
-    )
+    try:
+        report = build_corpus_examples(
+            args.qa,
+            args.out,
+            collection=args.collection,
+            k=args.k,
+            abstain_ratio=args.abstain_ratio,
+            min_overlap=args.min_overlap,
+            mode=args.mode,
+            seed=args.seed,
+        )
+    finally:
+        close_clients()
     print(report.format())
+    print(f"train on it: python -m finetune train --data {args.out} --max-length 2048")
     return 0
 
 

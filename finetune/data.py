@@ -581,6 +581,8 @@ DEFAULT_SYSTEM_PROMPT = (
 
 DEFAULT_SYSTEM_PROMPTS: dict[str, str] = {
     "default": DEFAULT_SYSTEM_PROMPT,
+    "definitions": DEFAULT_SYSTEM_PROMPT
+    + " Topic: the definitions of 47 CFR Part 15 (§ 15.3) and related terms.",
     "equipment_authorization": DEFAULT_SYSTEM_PROMPT
     + " Topic: equipment authorization (certification, Supplier's Declaration of Conformity, "
     "test labs, TCBs, FCC IDs and grants).",
