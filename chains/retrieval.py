@@ -19,7 +19,7 @@ from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
-from qdrant_client import models
+from qdrant_client import QdrantClient, models
 
 from core.settings import Settings, get_settings
 from core.store import (
@@ -140,13 +140,20 @@ def rrf_fuse(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:
 
 
 class Retriever:
-    def __init__(self, collection: str | None = None, settings: Settings | None = None):
+    def __init__(
+        self,
+        collection: str | None = None,
+        settings: Settings | None = None,
+        client: QdrantClient | None = None,
+    ):
+        """`client` overrides the shared store client (e.g. an in-memory one in benchmarks)."""
         self.settings = settings or get_settings()
         self.collection = collection or self.settings.collection_name
+        self._client = client
 
     @property
-    def client(self):
-        return get_client(self.settings)
+    def client(self) -> QdrantClient:
+        return self._client or get_client(self.settings)
 
     def count(self) -> int:
         if not self.client.collection_exists(self.collection):
