@@ -141,22 +141,28 @@ def test_write_baseline_keeps_hand_set_tolerances(tmp_path):
         aggregate={
             "retrieval.dense.section.mrr": 0.71234,
             "answer.base.unsupported_numbers": 0.5,
+            "answer.base.token_f1": 0.2,
             "latency.base.total_s.p50": 3.0,
             "summary.base.rouge_l": None,
         },
-        counts={"retrieval.dense.section.mrr": 50, "answer.base.unsupported_numbers": 8},
+        counts={
+            "retrieval.dense.section.mrr": 50,
+            "answer.base.unsupported_numbers": 8,
+            "answer.base.token_f1": 8,
+        },
         items=[],
         summaries=[],
         problems=[],
     )
     first = ev.write_baseline(result, "gold", path)
     assert first["metrics"] == {
-        "retrieval.dense.section.mrr": {"baseline": 0.7123, "tolerance": 0.04},
+        "retrieval.dense.section.mrr": {"baseline": 0.7123, "tolerance": 0.02},
         "answer.base.unsupported_numbers": {
             "baseline": 0.5,
             "tolerance": 0.25,
             "higher_is_better": False,
         },
+        "answer.base.token_f1": {"baseline": 0.2, "tolerance": 0.05},
     }
     assert first["config"]["limit"] == 8 and "collection" not in first["config"]
     document = json.loads(path.read_text())
@@ -164,6 +170,24 @@ def test_write_baseline_keeps_hand_set_tolerances(tmp_path):
     path.write_text(json.dumps(document))
     second = ev.write_baseline(result, "gold", path)
     assert second["metrics"]["retrieval.dense.section.mrr"]["tolerance"] == 0.1
+
+
+def test_metrics_that_cannot_fail_are_not_guarded(tmp_path):
+    aggregate = {
+        "answer.base.cited_answer_rate": 0.0,  # a share already at zero cannot fall
+        "answer.base.abstention_accuracy": 0.5,  # 2 items: tolerance 1.0 swallows everything
+        "answer.base.false_abstention_rate": 0.9,  # a rate cannot rise past 1
+        "answer.base.key_fact_recall": 0.5,
+    }
+    counts = {
+        "answer.base.cited_answer_rate": 10,
+        "answer.base.abstention_accuracy": 2,
+        "answer.base.false_abstention_rate": 10,
+        "answer.base.key_fact_recall": 10,
+    }
+    result = ev.EvalResult({"gold": "g"}, aggregate, counts, [], [], [])
+    written = ev.write_baseline(result, "gold", tmp_path / "baseline.json")
+    assert list(written["metrics"]) == ["answer.base.key_fact_recall"]
 
 
 @pytest.mark.parametrize("path", [GOLD, SUMMARIES, ECFR_GOLD], ids=lambda p: p.name)
