@@ -292,7 +292,7 @@ async def start() -> None:
     a = conversation.assistant()
     active = a.llm.info().get("adapter") if a.loaded else None
     values = await chat_settings(adapters, active).send()
-    cl.user_session.set("settings", values)
+    cl.user_session.set("settings", dict(values))  # a copy: Chainlit updates its own dict in place
     cl.user_session.set("adapters", adapters)
     cl.user_session.set("history", [])
     cl.user_session.set("answers", {})
@@ -301,7 +301,7 @@ async def start() -> None:
 @cl.on_settings_update
 async def settings_changed(values: dict[str, Any]) -> None:
     previous = cl.user_session.get("settings") or {}
-    cl.user_session.set("settings", values)
+    cl.user_session.set("settings", dict(values))  # a copy: Chainlit updates its own dict in place
     if values.get("adapter") != previous.get("adapter"):
         path = (cl.user_session.get("adapters") or {}).get(values.get("adapter"))
         await asyncio.to_thread(conversation.assistant().use_adapter, path)

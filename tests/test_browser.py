@@ -35,11 +35,24 @@ pytestmark = [
 ]
 
 
+def make_adapter(folder: Path) -> None:
+    """A freshly initialised LoRA adapter on the default base (PEFT's own save format)."""
+    from peft import LoraConfig, get_peft_model
+
+    from finetune.modeling import load_base_model
+
+    loaded = load_base_model(quantization="none", device="cpu")
+    config = LoraConfig(
+        r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+    )
+    get_peft_model(loaded.model, config).save_pretrained(folder)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with ServerProcess(
-        tmp_path_factory.mktemp("browser-server"), env={"MAX_NEW_TOKENS": "24"}
-    ) as running:
+    state = tmp_path_factory.mktemp("browser-server")
+    make_adapter(state / "data" / "checkpoints" / "demo" / "final_model")
+    with ServerProcess(state, env={"MAX_NEW_TOKENS": "24"}) as running:
         yield running
         print(running.log_tail())
 
@@ -142,3 +155,15 @@ def test_upload_then_ask_about_it(page, server, tmp_path):
     final = ask(page, "What is the maximum output power in the zebra band?")[-1]
     assert "zebra_band_note.md" in final
     page.screenshot(path=str(OUTPUT / "browser-upload-answer.png"))
+
+
+def test_settings_switch_the_adapter(page, server):
+    page.reload()
+    page.locator("#chat-input").wait_for()
+    page.locator("#chat-settings-open-modal").click()
+    page.locator("#adapter").click()
+    page.get_by_role("option", name="demo").click()
+    page.get_by_role("button", name="Confirm").click()
+    page.get_by_text("Adapter: demo").wait_for(timeout=60_000)
+    status = httpx.get(f"{server.url}/api/chat/qlora/status").json()
+    assert status["adapter_path"].endswith("demo/final_model") and status["adapter"] == "demo"
