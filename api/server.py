@@ -21,6 +21,7 @@ from api.paths import PathNotAllowedError
 from api.routes import chat, documents, feedback, openai, qlora, system
 from api.uploads import UploadRejectedError, accepted_types_text
 from core.models import ModelNotFoundError
+from core.settings import get_settings
 from core.store import StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,30 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AnswerFailedError, _error(500))
 
 
+class UploadSizeLimit:
+    """413 for an upload body that cannot fit, before it is read and spooled to disk
+    (each file is checked against MAX_UPLOAD_MB again once parsed)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/api/ingest":
+            limit = (
+                (get_settings().max_upload_mb * documents.MAX_FILES_PER_REQUEST + 1) * 1024 * 1024
+            )
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > limit:
+                detail = (
+                    f"The upload is {int(length) / 1024 / 1024:.0f} MB; at most "
+                    f"{documents.MAX_FILES_PER_REQUEST} files of MAX_UPLOAD_MB="
+                    f"{get_settings().max_upload_mb} MB each are accepted."
+                )
+                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI) -> FastAPI:
     """Add the API routes (before the UI catch-all), error handlers and the OpenAPI schema."""
     if getattr(app.state, _INSTALLED, False):
@@ -92,6 +117,7 @@ def install(app: FastAPI) -> FastAPI:
     del routes[before:]
     routes[0:0] = added  # first: our paths never collide with Chainlit's, its catch-all comes last
     add_error_handlers(app)
+    app.add_middleware(UploadSizeLimit)
 
     app.title, app.description, app.version = TITLE, DESCRIPTION, _app_version()
 

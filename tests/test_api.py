@@ -191,10 +191,16 @@ def test_upload_type_and_size_are_checked(client, settings):
     try:
         big = b"a" * (1024 * 1024 + 1)
         response = client.post("/api/ingest", files={"files": ("big.txt", big, "text/plain")})
+        assert response.status_code == 413, response.text
+        assert "MAX_UPLOAD_MB" in response.json()["detail"]
+        huge = {
+            "content-length": str(30 * 1024 * 1024),
+            "content-type": "multipart/form-data; boundary=x",
+        }
+        response = client.post("/api/ingest", content=b"--x--", headers=huge)  # refused unread
+        assert response.status_code == 413 and "at most 20 files" in response.json()["detail"]
     finally:
         settings.max_upload_mb = 25
-    assert response.status_code == 413, response.text
-    assert "MAX_UPLOAD_MB" in response.json()["detail"]
     assert not (settings.uploads_path / "big.txt").exists()
 
 

@@ -19,7 +19,8 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 CHAT_DESCRIPTION = """
 The last message is the question (role `user`); earlier user/assistant messages are the
 history the question is condensed with. Sources are numbered: `[n]` in the answer cites
-`sources[n-1]` (field `n`).
+`sources[n-1]` (field `n`). The model is loaded on first use (also after
+`POST /api/chat/qlora/unload`; only `/api/chat/qlora/chat` answers 409 then).
 
 With `"stream": true` the response is `text/event-stream`:
 

@@ -14,6 +14,8 @@ from api.schemas import DocumentOut
 
 router = APIRouter(prefix="/api", tags=["documents"], dependencies=[Depends(require_api_key)])
 
+MAX_FILES_PER_REQUEST = 20
+
 
 def _store_all(files: list[tuple[str, Path]]) -> list[Path]:
     return [uploads.store_upload(name, temp) for name, temp in files]
@@ -29,7 +31,11 @@ def _store_all(files: list[tuple[str, Path]]) -> list[Path]:
         "file is a no-op. Returns the ingest report."
     ),
 )
-async def ingest(files: list[UploadFile] = File(..., description="The documents")) -> dict:
+async def ingest(
+    files: list[UploadFile] = File(..., description="The documents"),
+) -> dict:
+    if len(files) > MAX_FILES_PER_REQUEST:
+        raise uploads.UploadRejectedError(f"At most {MAX_FILES_PER_REQUEST} files per request.")
     checked = []
     for upload in files:
         name = upload.filename or ""
