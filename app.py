@@ -407,7 +407,8 @@ def describe_report(report) -> str:
         return "skipped: " + "; ".join(item["reason"] for item in report.skipped)
     if report.files_unchanged and not report.chunks_written:
         return "already indexed, unchanged"
-    return f"{report.chunks_written} chunks indexed in {report.seconds:.1f}s"
+    chunks = report.chunks_written
+    return f"{chunks} chunk{'s' if chunks != 1 else ''} indexed in {report.seconds:.2f} s"
 
 
 # Actions -----------------------------------------------------------------------------------
