@@ -1,0 +1,45 @@
+"""Retrieval on the real eCFR text (47 CFR Parts 97 and 80 from ../shared/fcc-corpus),
+guarded by the `ecfr_gold` baseline; skipped where the shared corpus is absent."""
+
+from __future__ import annotations
+
+import pytest
+
+from chains import evaluate as ev
+from tests.evals.conftest import ECFR_GOLD, cli_args, profile_config, run_cli
+
+PROFILE = ev.baseline_profile(ECFR_GOLD)
+BASELINE = ev.load_baseline().get(PROFILE, {}).get("metrics", {})
+RETRIEVAL_BASELINE = {key: entry for key, entry in BASELINE.items() if key.startswith("retrieval.")}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ecfr_run(shared_corpus, tmp_path_factory):
+    config = {**profile_config(PROFILE), "retrieval_only": True}
+    corpus = [shared_corpus / "part97" / "txt", shared_corpus / "part80" / "txt"]
+    argv = ["--gold", str(ECFR_GOLD), *cli_args(config)]
+    for folder in corpus:
+        argv += ["--corpus", str(folder)]
+    return run_cli(argv, tmp_path_factory.mktemp("eval-ecfr"))
+
+
+def test_ecfr_gold_sections_exist_in_the_ingested_text(ecfr_run):
+    assert ecfr_run.status == 0, ecfr_run.stdout
+    assert ecfr_run.results["problems"] == []
+    assert ecfr_run.results["config"]["ingest"]["files_skipped"] == 0
+
+
+def test_ecfr_baseline_exists():
+    assert RETRIEVAL_BASELINE, (
+        f"data/eval/baseline.json has no {PROFILE!r} retrieval metrics: run the eCFR evaluation "
+        "with --write-baseline (README, Evaluation)"
+    )
+
+
+@pytest.mark.parametrize("metric", sorted(RETRIEVAL_BASELINE))
+def test_ecfr_metric_holds_its_baseline(ecfr_run, metric):
+    value = ecfr_run.json_line.get(metric)
+    failure = ev.check_metric(metric, value, RETRIEVAL_BASELINE[metric])
+    assert failure is None, failure
