@@ -241,6 +241,8 @@ class QLoRAChatModel(BaseChatModel):
         chat = cls(model_name=loaded.name or Path(loaded.path).name, **{**defaults, **gen_defaults})
         chat._loaded = loaded
         chat._base = loaded.model
+        if loaded.quantization == "4bit" and loaded.device == "cpu":
+            _keep_cpu_4bit_layout(loaded.model)
         if adapter_path:
             chat.load_adapter(adapter_path)
         return chat
@@ -738,6 +740,21 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _keep_cpu_4bit_layout(model: torch.nn.Module) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for its CPU bf16 kernel.
+
+    It repacks on the first forward and unpacks in `state_dict()` (which PEFT calls when an
+    adapter attaches); that round trip is lossy in bitsandbytes 0.50, so after attaching an
+    adapter the bare base no longer gave its earlier answers. Without the repacking the
+    4-bit weights stay as loaded and detaching an adapter restores the base exactly.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _strip_tuner_layers(model: torch.nn.Module) -> None:

@@ -218,3 +218,19 @@ def test_adapter_template_mismatch_warns(chat_model, random_adapter, tmp_path):
         assert chat_model.active_adapter is None
     finally:
         chat_model.unload_adapter(name)
+
+
+def test_4bit_base_swaps_adapters_exactly(random_adapter):
+    """QLoRA proper: NF4 base (bitsandbytes on CPU here), LoRA on top, detached = base again."""
+    from chains.llm import QLoRAChatModel
+
+    qlora = QLoRAChatModel.load(quantization="4bit", max_new_tokens=8, temperature=0.0)
+    assert qlora.info()["quantization"] == "4bit"
+    base_answer = qlora.invoke(QUESTION).content
+    name = qlora.load_adapter(random_adapter)
+    adapted = qlora.invoke(QUESTION).content
+    qlora.set_adapter(None)
+    assert qlora.invoke(QUESTION).content == base_answer
+    qlora.unload_adapter(name)
+    assert qlora.invoke(QUESTION).content == base_answer
+    assert adapted != base_answer
