@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install -q --disable-pip-version-check -c constraints.txt
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# OpenMP threads spin while waiting by default; on a small shared machine that makes torch 5-8x slower.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install models browser corpus run test lint format bench clean
 
