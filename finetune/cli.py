@@ -82,6 +82,11 @@ def add_train_parser(commands) -> None:
         default=["q_proj", "k_proj", "v_proj", "o_proj"],
         help="module names, or all-linear",
     )
+    p.add_argument(
+        "--fp32-upcast",
+        action="store_true",
+        help="upcast norms and embeddings of a quantized base to fp32 (PEFT's k-bit recipe; slower, for fp16 GPUs)",
+    )
     p.add_argument("--neftune-alpha", type=float, help="NEFTune embedding noise (e.g. 5)")
     p.add_argument(
         "--early-stopping-patience",
@@ -140,6 +145,7 @@ def run_train(args) -> int:
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
         target_modules=args.target_modules,
+        fp32_upcast=args.fp32_upcast,
         neftune_alpha=args.neftune_alpha,
         early_stopping_patience=args.early_stopping_patience,
         eval_steps=args.eval_steps,

@@ -60,6 +60,7 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     target_modules: list[str] | str = field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
+    fp32_upcast: bool = False  # PEFT's prepare_model_for_kbit_training: norms/embeddings to fp32
 
     # Training behaviour
     neftune_alpha: float | None = None

@@ -219,7 +219,7 @@ def test_chat_model_loads_the_adapter_and_answers_differently(lora_run, chat_mod
 def test_merge_reproduces_the_adapter_and_the_check_catches_a_broken_merge(lora_run, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from finetune.merge import MergeParityError, check_parity, merge_adapter
+    from finetune.merge import MergeParityError, check_parity, greedy_probes, merge_adapter
     from finetune.modeling import load_tokenizer
 
     result, _, _ = lora_run
@@ -228,17 +228,19 @@ def test_merge_reproduces_the_adapter_and_the_check_catches_a_broken_merge(lora_
         merge_adapter(result.final_model_path, tmp_path / "never", quantization="4bit")
     merged = merge_adapter(result.final_model_path, tmp_path / "merged", prompts=probes)
     assert merged.parity.ok and len(merged.parity.probes) == 2
-    assert "FCC answer" in merged.parity.probes[0].got  # the adapter's behaviour survived the merge
+    assert all(p.expected_ids for p in merged.parity.probes)
     assert (tmp_path / "merged" / "model.safetensors").is_file()
     assert (tmp_path / "merged" / "chat_template.jinja").is_file()
     assert json.loads((tmp_path / "merged" / "merge_info.json").read_text())["parity_ok"] is True
 
-    expected = [p.expected_ids for p in merged.parity.probes]
-    broken = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32)
-    with torch.no_grad():  # a merge that lost the LoRA update on the attention output
-        for layer in broken.model.layers:
-            layer.self_attn.o_proj.weight.mul_(0.5)
-    report = check_parity(expected, broken, load_tokenizer(str(tmp_path / "merged")), probes)
+    tokenizer = load_tokenizer(str(tmp_path / "merged"))
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32)
+    expected = greedy_probes(model, tokenizer, probes)
+    assert check_parity(expected, model, tokenizer, probes).ok
+    with torch.no_grad():  # a broken merge: the attention output projections lost
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+    report = check_parity(expected, model, tokenizer, probes)
     assert not report.ok and "DIFFERENT" in report.format()
     assert issubclass(MergeParityError, RuntimeError)
 
