@@ -94,8 +94,12 @@ class _Stored:
     chunkings: set = field(default_factory=set)
 
 
-def point_id(source: str, chunk_index: int, content_hash: str) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{source}\x1f{chunk_index}\x1f{content_hash}"))
+def point_id(source: str, chunk_index: int, content_hash: str, root: str = "") -> str:
+    """uuid5 of (source, chunk_index, content_hash), and of the root where it is not empty:
+    the same file under two roots (a corpus file uploaded again) must not share points, or
+    each root's next run would overwrite the other's and re-embed it."""
+    key = f"{source}\x1f{chunk_index}\x1f{content_hash}"
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{root}\x1e{key}" if root else key))
 
 
 def sha256_hex(data: bytes) -> str:
@@ -287,7 +291,9 @@ class _Writer:
         )
         points = [
             models.PointStruct(
-                id=point_id(meta["source"], meta["chunk_index"], meta["content_hash"]),
+                id=point_id(
+                    meta["source"], meta["chunk_index"], meta["content_hash"], meta["root"]
+                ),
                 vector={DENSE: vector.tolist(), SPARSE: sparse_document_vector(chunk.embed_text)},
                 payload={CONTENT_KEY: chunk.text, METADATA_KEY: meta},
             )

@@ -227,7 +227,9 @@ def test_point_ids_are_deterministic(formats):
     for chunk in _chunks("notes.md", formats[1]):
         meta = chunk["metadata"]
         assert meta["content_hash"] == hashlib.sha256(chunk["text"].encode()).hexdigest()
-        assert chunk["id"] == point_id(meta["source"], meta["chunk_index"], meta["content_hash"])
+        assert chunk["id"] == point_id(
+            meta["source"], meta["chunk_index"], meta["content_hash"], meta["root"]
+        )
 
 
 # Idempotency ---------------------------------------------------------------------------------
@@ -269,6 +271,30 @@ def test_rerun_unchanged_changed_and_deleted_files(tmp_path):
     fourth = ingest_paths([folder / "d.md"], collection=collection, progress=False, root=folder)
     assert (fourth.files_added, fourth.files_removed) == (1, 0)
     assert {s["source"] for s in list_sources(collection)} == {"a.md", "b.txt", "d.md"}
+
+
+def test_same_file_under_two_roots_is_stable(tmp_path):
+    """A corpus file uploaded again lives under two roots; neither run disturbs the other."""
+    from ingest.pipeline import document_text, ingest_paths
+
+    collection = "test_two_roots"
+    corpus, uploads = tmp_path / "corpus", tmp_path / "uploads"
+    corpus.mkdir()
+    uploads.mkdir()
+    (corpus / "rules.md").write_text(MARKDOWN)
+    (uploads / "rules.md").write_text(MARKDOWN)
+    first = ingest_paths([corpus], collection=collection, progress=False)
+    upload = ingest_paths(
+        [uploads / "rules.md"], collection=collection, progress=False, root=uploads
+    )
+    assert upload.files_added == 1
+    assert len(document_text("rules.md", collection)) == 2 * first.chunks_written
+    again = ingest_paths([corpus], collection=collection, progress=False)
+    upload_again = ingest_paths(
+        [uploads / "rules.md"], collection=collection, progress=False, root=uploads
+    )
+    assert (again.chunks_written, again.files_unchanged) == (0, 1)
+    assert (upload_again.chunks_written, upload_again.files_unchanged) == (0, 1)
 
 
 def test_delete_source_and_recreate(tmp_path):
