@@ -29,7 +29,7 @@ DENSE = "dense"
 SPARSE = "sparse"
 CONTENT_KEY = "page_content"
 METADATA_KEY = "metadata"
-INDEXED_FIELDS = ("source", "section", "part", "file_hash", "doc_type")
+INDEXED_FIELDS = ("source", "section", "part", "file_hash", "doc_type", "root")
 
 
 class StoreUnavailableError(RuntimeError):
@@ -123,7 +123,9 @@ def get_sentence_model(settings: Settings | None = None) -> SentenceTransformer:
 
 def embedding_dim(settings: Settings | None = None) -> int:
     model = get_sentence_model(settings)
-    get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    get_dim = (
+        getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    )
     return int(get_dim())
 
 
@@ -174,9 +176,7 @@ def bm25_idf(doc_count: int, containing: int) -> float:
 # Collection --------------------------------------------------------------------------------
 
 
-def ensure_collection(
-    client: QdrantClient, name: str, dim: int, recreate: bool = False
-) -> bool:
+def ensure_collection(client: QdrantClient, name: str, dim: int, recreate: bool = False) -> bool:
     """Create the collection if needed; return True when it was (re)created."""
     exists = client.collection_exists(name)
     if exists and recreate:

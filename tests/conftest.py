@@ -19,7 +19,13 @@ _state = Path(tempfile.mkdtemp(prefix="fcc-rag-tests-"))
 os.environ["QDRANT_PATH"] = str(_state / "qdrant")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-for _name in ("QDRANT_URL", "QDRANT_HOST", "API_KEY", "LOCAL_BASE_MODEL_PATH", "LOCAL_ADAPTER_PATH"):
+for _name in (
+    "QDRANT_URL",
+    "QDRANT_HOST",
+    "API_KEY",
+    "LOCAL_BASE_MODEL_PATH",
+    "LOCAL_ADAPTER_PATH",
+):
     os.environ.pop(_name, None)
 
 
@@ -51,3 +57,12 @@ def chat_model():
     from chains.llm import QLoRAChatModel
 
     return QLoRAChatModel.load(max_new_tokens=48, temperature=0.0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_stores():
+    """Close the Qdrant clients while the interpreter is still whole (no noise at exit)."""
+    yield
+    from core.store import close_clients
+
+    close_clients()
