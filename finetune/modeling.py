@@ -43,7 +43,9 @@ def pick_device(device: str | None = None) -> str:
 def resolve_quantization(quantization: str | None, device: str) -> str:
     quantization = quantization or get_settings().quantization
     if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {quantization!r}")
+        raise ValueError(
+            f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {quantization!r}"
+        )
     if quantization == "auto":
         return "4bit" if device.startswith("cuda") else "none"
     return quantization
@@ -100,7 +102,9 @@ def load_base_model(
     quant_config = bnb_config(quantization, device)
     if quant_config is not None:
         kwargs["quantization_config"] = quant_config
-        kwargs["device_map"] = {"": device if device != "cuda" else 0} if device != "cpu" else {"": "cpu"}
+        kwargs["device_map"] = (
+            {"": device if device != "cuda" else 0} if device != "cpu" else {"": "cpu"}
+        )
     try:
         tokenizer = load_tokenizer(path, token=settings.hf_token)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -110,4 +114,6 @@ def load_base_model(
         model.to(device)
     model.eval()
     log.info("Loaded %s on %s (%s, %s)", path, device, quantization, dtype)
-    return LoadedModel(model, tokenizer, name or "", path, device, quantization, str(dtype).removeprefix("torch."))
+    return LoadedModel(
+        model, tokenizer, name or "", path, device, quantization, str(dtype).removeprefix("torch.")
+    )
