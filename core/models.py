@@ -96,10 +96,15 @@ def resolve_base_model(name_or_path: str | None = None, settings: Settings | Non
     return name
 
 
-def resolve_embedding_model(name_or_path: str | None = None, settings: Settings | None = None) -> str:
+def resolve_embedding_model(
+    name_or_path: str | None = None, settings: Settings | None = None
+) -> str:
     settings = settings or get_settings()
     name = (name_or_path if name_or_path is not None else settings.embedding_model).strip()
-    if name and name not in {DEFAULT_EMBEDDING_NAME, f"sentence-transformers/{DEFAULT_EMBEDDING_NAME}"}:
+    if name and name not in {
+        DEFAULT_EMBEDDING_NAME,
+        f"sentence-transformers/{DEFAULT_EMBEDDING_NAME}",
+    }:
         path = Path(name).expanduser()
         if _looks_like_path(name) and not path.exists():
             raise ModelNotFoundError(
