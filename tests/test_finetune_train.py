@@ -259,3 +259,61 @@ def test_cli_test_scores_base_and_adapter_on_the_held_out_split(lora_run, capsys
     assert overall["n"] == len(report["rows"]) >= 2
     assert overall["adapter_f1"] > overall["base_f1"]  # it learned the answer format
     assert set(report["summary"]) - {"ALL"} <= {"part15", "rf_exposure", "equipment_authorization"}
+
+
+def test_trainer_wiring_for_neftune_early_stopping_and_all_linear(tmp_path):
+    from transformers import EarlyStoppingCallback
+
+    setup = build_trainer(
+        tiny_config(
+            tmp_path,
+            eval_ratio=0.2,
+            early_stopping_patience=2,
+            neftune_alpha=5.0,
+            target_modules="all-linear",
+            max_steps=None,
+            epochs=3,
+        )
+    )
+    args = setup.trainer.args
+    assert args.neftune_noise_alpha == 5.0
+    assert args.eval_strategy == "epoch" and args.save_strategy == "epoch"
+    assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss"
+    assert any(
+        isinstance(cb, EarlyStoppingCallback) for cb in setup.trainer.callback_handler.callbacks
+    )
+    parents = {
+        name.rsplit(".", 2)[-2]
+        for name, _ in setup.trainer.model.named_modules()
+        if name.endswith(".lora_A")
+    }
+    assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= parents
+    assert "lm_head" not in parents
+
+
+def test_terminal_chat_with_the_adapter(lora_run):
+    import io
+
+    from finetune.chat import chat_loop
+    from finetune.inference import load_adapter_model
+
+    result, _, _ = lora_run
+    loaded = load_adapter_model(result.final_model_path, quantization="none", device="cpu")
+    stdin = io.StringIO(f"{FACTS[0][0]}\n/base\n/reset\n{FACTS[0][0]}\nexit\n")
+    stdout = io.StringIO()
+    assert (
+        chat_loop(
+            loaded,
+            system_prompt=SYSTEM_PROMPTS["default"],
+            max_new_tokens=12,
+            stdin=stdin,
+            stdout=stdout,
+        )
+        == 0
+    )
+    lines = [line for line in stdout.getvalue().splitlines() if "assistant>" in line]
+    assert len(lines) == 2
+    assert (
+        "FCC answer" in lines[0] and "FCC answer" not in lines[1]
+    )  # adapter on, then the bare base
+    assert "(adapter off)" in stdout.getvalue() and "(history cleared)" in stdout.getvalue()
