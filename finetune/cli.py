@@ -52,6 +52,12 @@ def add_train_parser(commands) -> None:
         "--max-length", type=int, default=1024, help="tokens per example (prompt + answer)"
     )
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument(
+        "--packing",
+        action="store_true",
+        help="pack examples into max_length rows without padding (documents stay separate); "
+        "with sdpa attention prefer --batch-size 1 and a larger --max-length",
+    )
     p.add_argument("--categories", nargs="+", help="train on these categories only")
     p.add_argument("--difficulties", nargs="+", help="train on these difficulties only")
     p.add_argument(
@@ -132,6 +138,7 @@ def run_train(args) -> int:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         gradient_checkpointing=args.gradient_checkpointing,
         max_length=args.max_length,
+        packing=args.packing,
         max_steps=args.max_steps,
         categories=args.categories,
         difficulties=args.difficulties,

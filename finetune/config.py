@@ -40,6 +40,7 @@ class TrainConfig:
     seed: int = 42
     strict: bool = False
     max_length: int = 1024
+    packing: bool = False  # TRL best-fit-decreasing packing into max_length rows, padding-free
     system_prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SYSTEM_PROMPTS))
 
     # Preset overrides (None: the preset's value)

@@ -241,6 +241,8 @@ def _sft_config(config: TrainConfig, output_dir: Path, device: str, n_train: int
         seed=config.seed,
         data_seed=config.seed,
         max_length=config.max_length,
+        packing=config.packing,
+        packing_strategy="bfd",
         completion_only_loss=True,
         bf16=on_cuda and torch.cuda.is_bf16_supported(),
         fp16=False,

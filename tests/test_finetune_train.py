@@ -317,3 +317,27 @@ def test_terminal_chat_with_the_adapter(lora_run):
         "FCC answer" in lines[0] and "FCC answer" not in lines[1]
     )  # adapter on, then the bare base
     assert "(adapter off)" in stdout.getvalue() and "(history cleared)" in stdout.getvalue()
+
+
+def test_packing_keeps_the_prompt_masked_and_the_documents_apart(tmp_path):
+    setup = build_trainer(tiny_config(tmp_path, packing=True, max_length=256, batch_size=1))
+    tokenizer = setup.loaded.tokenizer
+    rows = list(setup.trainer.train_dataset)
+    assert len(rows) < len(FACTS) and all(
+        len(r["seq_lengths"]) > 1 for r in rows
+    )  # several examples a row
+    for row in rows:
+        assert sum(row["seq_lengths"]) == len(row["input_ids"]) <= 256
+        trained = tokenizer.decode(
+            [i for i, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
+        )
+        assert trained.count("FCC answer complete.<|im_end|>") == len(row["seq_lengths"])
+        assert (
+            "<|im_start|>" not in trained and "You answer questions" not in trained
+        )  # no prompt token
+    batch = setup.trainer.data_collator([rows[0]])
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert len(starts) == len(
+        rows[0]["seq_lengths"]
+    )  # positions restart per example: separate attention
+    assert (batch["labels"][0, starts] == -100).all()
