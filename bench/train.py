@@ -21,8 +21,10 @@ the same LoRA (r 8, alpha 16, dropout 0.05, q/k/v/o) and AdamW on the adapter:
               checkpoints every other layer), documents
               packed best-fit-decreasing into --seq-len rows without padding between them
               (position ids restart per document; transformers turns that into a block-diagonal
-              causal mask, so documents do not see each other), --ours-batch-size rows a step,
-              and the fused LM head of TRL (log-probabilities of the labelled positions only, in
+              causal mask, so documents do not see each other; checked before timing),
+              --ours-batch-size rows a step (`finetune train --packing` packs the same way but
+              TRL's padding-free collator joins a step's rows into one, which under sdpa costs
+              more attention work when --batch-size > 1), and the fused LM head of TRL (log-probabilities of the labelled positions only, in
               vocabulary tiles, no full logits); the bench's own chunked cross-entropy stands in
               when trl cannot be imported (the output says which ran).
   ours-liger  the same with Liger's fused linear cross-entropy, RMSNorm, SwiGLU and RoPE kernels
