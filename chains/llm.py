@@ -152,6 +152,35 @@ class _Interrupt(StoppingCriteria):
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
+class GenerationWorker:
+    """The one long-lived thread that runs `generate` for a model, first come first served.
+
+    Not a thread per call: CUDA libraries (cuBLAS, bitsandbytes) set up state per thread,
+    and a fresh thread for every generation decoded 2.7x slower than the main thread on an
+    H100 (bench/results/generation-cuda.md); a thread that lives on is as fast as the main one.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, work: Callable[[], None]) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._jobs,), name=self.name, daemon=True
+                )
+                self._thread.start()
+        self._jobs.put(work)
+
+    @staticmethod
+    def _run(jobs: queue.SimpleQueue) -> None:  # holds the queue only, never the model
+        while True:
+            jobs.get()()
+
+
 @dataclass
 class _Job:
     """One generation in flight: the worker thread and what it reports."""
@@ -160,7 +189,7 @@ class _Job:
     max_new_tokens: int
     cancel: threading.Event
     streamer: TokenStreamer | None = None
-    thread: threading.Thread | None = None
+    done: threading.Event = field(default_factory=threading.Event)
     output_tokens: int = 0
     started_at: float = field(default_factory=time.perf_counter)
 
@@ -213,6 +242,7 @@ class QLoRAChatModel(BaseChatModel):
     _adapters: dict[str, dict] = PrivateAttr(default_factory=dict)  # name -> info
     _active: str | None = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
+    _worker: Any = PrivateAttr(default_factory=lambda: GenerationWorker("qlora-generate"))
     _tokenizer_lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     # Loading ------------------------------------------------------------------------
@@ -594,13 +624,14 @@ class QLoRAChatModel(BaseChatModel):
                     job.output_tokens = int(output.shape[1]) - prompt_tokens
             except BaseException as error:  # handed to the caller, raised in its thread
                 sink(error)
+            finally:
+                job.done.set()
 
-        job.thread = threading.Thread(target=work, name="qlora-generate", daemon=True)
-        job.thread.start()
+        self._worker.submit(work)
         return job
 
     def _finish_chunk(self, job: _Job, stop_text: StopText) -> ChatGenerationChunk:
-        job.thread.join()
+        job.done.wait()
         finish = "stop" if stop_text.hit or job.output_tokens < job.max_new_tokens else "length"
         usage = {
             "input_tokens": job.prompt_tokens,
