@@ -4,6 +4,7 @@ and the real default model loaded once for the whole session."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -66,3 +67,4 @@ def close_stores():
     from core.store import close_clients
 
     close_clients()
+    shutil.rmtree(_state, ignore_errors=True)
