@@ -309,7 +309,6 @@ class EvalOptions:
     retrieval_only: bool = False
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     seed: int = DEFAULT_SEED
-    out: Path | None = None
     progress: bool = True
 
     def resolved(self) -> EvalOptions:
@@ -356,7 +355,6 @@ class EvalResult:
     items: list[dict]
     summaries: list[dict]
     problems: list[str]
-    out: Path | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -406,7 +404,7 @@ def evaluate_retrieval(
                         "id": str(c.id),
                         "source": c.source,
                         "section": c.section,
-                        "score": round(float(c.score), 6),
+                        "score": None if c.score is None else round(float(c.score), 6),
                     }
                     for c in chunks
                 ],
@@ -547,6 +545,43 @@ def _adapter_swapper(llm: Any):
     return use, restore
 
 
+def prepare_collection(options: EvalOptions) -> tuple[str, dict | None]:
+    """The collection to evaluate, and the ingest report when the corpus was ingested."""
+    if options.collection:
+        return options.collection, None
+    collection = corpus_collection_name(options.corpus)
+    return collection, ingest_corpus(options.corpus, collection, options.progress)
+
+
+def generate(
+    llm: Any,
+    retriever: Any,
+    answer_items: Sequence[GoldItem],
+    summary_items: Sequence[SummaryItem],
+    options: EvalOptions,
+) -> tuple[dict[str, dict[str, dict]], dict[str, list[dict]]]:
+    """Answers and summaries by each variant (base model, adapter), with the loaded model."""
+    from chains.rag import RagChain
+    from chains.summarize import Summarizer
+
+    answers: dict[str, dict[str, dict]] = {}
+    summaries: dict[str, list[dict]] = {}
+    use, restore = _adapter_swapper(llm)
+    try:
+        for name, adapter in options.variants():
+            use(adapter)
+            rag = RagChain(llm, retriever)
+            answers[name] = evaluate_answers(rag, answer_items, options, f"answers ({name})")
+            if summary_items:
+                summarizer = Summarizer(llm, retriever, max_new_tokens=options.max_new_tokens)
+                summaries[name] = evaluate_summaries(
+                    summarizer, summary_items, options, f"summaries ({name})"
+                )
+    finally:
+        restore()
+    return answers, summaries
+
+
 def run_evaluation(options: EvalOptions, llm: Any = None) -> EvalResult:
     """The whole evaluation. `llm` is an already loaded QLoRAChatModel (else one is loaded)."""
     from chains.retrieval import Retriever
@@ -560,17 +595,14 @@ def run_evaluation(options: EvalOptions, llm: Any = None) -> EvalResult:
         summary_items, summary_problems = load_summaries(options.summaries)
         problems += summary_problems
 
-    ingest_report = None
-    collection = options.collection
-    if collection is None:
-        collection = corpus_collection_name(options.corpus)
-        ingest_report = ingest_corpus(options.corpus, collection, options.progress)
+    collection, ingest_report = prepare_collection(options)
     index = read_corpus_index(collection)
     problems += unknown_gold_sections(items, index)
     for summary in summary_items:
         if summary.source not in index.sources:
             problems.append(
-                f"{options.summaries}:{summary.line} ({summary.id}): source {summary.source!r} is not in the corpus"
+                f"{options.summaries}:{summary.line} ({summary.id}): "
+                f"source {summary.source!r} is not in the corpus"
             )
     summary_items = [s for s in summary_items if s.source in index.sources]
 
@@ -579,33 +611,15 @@ def run_evaluation(options: EvalOptions, llm: Any = None) -> EvalResult:
     retrieval = evaluate_retrieval(retriever, items, index, options.k, modes, options.progress)
 
     answer_items = [] if options.retrieval_only else subsample(items, options.limit)
+    summary_items = summary_items[: options.summary_limit]
     answers: dict[str, dict[str, dict]] = {}
     summaries: dict[str, list[dict]] = {}
     if answer_items or summary_items:
-        from chains.rag import RagChain
-
         if llm is None:
             from chains.llm import QLoRAChatModel
 
             llm = QLoRAChatModel.load(temperature=0.0)
-        use, restore = _adapter_swapper(llm)
-        try:
-            for name, adapter in options.variants():
-                use(adapter)
-                rag = RagChain(llm, retriever)
-                answers[name] = evaluate_answers(rag, answer_items, options, f"answers ({name})")
-                if summary_items:
-                    from chains.summarize import Summarizer
-
-                    summary_subset = summary_items[: options.summary_limit]
-                    summaries[name] = evaluate_summaries(
-                        Summarizer(llm, retriever, max_new_tokens=options.max_new_tokens),
-                        summary_subset,
-                        options,
-                        f"summaries ({name})",
-                    )
-        finally:
-            restore()
+        answers, summaries = generate(llm, retriever, answer_items, summary_items, options)
 
     aggregate, counts = aggregate_metrics(items, retrieval, modes, answers, summaries)
     config = {
@@ -799,7 +813,6 @@ def write_outputs(result: EvalResult, out: Path) -> None:
     )
     (out / "report.md").write_text(render_markdown(result), encoding="utf-8")
     render_chart(result, out / "metrics.png")
-    result.out = out
 
 
 def default_out_dir() -> Path:
@@ -902,7 +915,6 @@ def main(argv: Sequence[str] | None = None, llm: Any = None) -> int:
         retrieval_only=args.retrieval_only,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
-        out=args.out,
         progress=not args.no_progress,
     )
     try:
