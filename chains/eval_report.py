@@ -172,7 +172,7 @@ def render_chart(result: EvalResult, path: Path) -> None:
     panels = 2 if answer_variants else 1
     figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
     k = result.config.get("k")
-    labels = [m.replace("@k", f"@{k}") for m in RETRIEVAL_METRICS]
+    labels = [m.replace("mrr", "MRR@k").replace("@k", f"@{k}") for m in RETRIEVAL_METRICS]
     _bars(
         axes[0][0],
         labels,
@@ -186,12 +186,21 @@ def render_chart(result: EvalResult, path: Path) -> None:
         names = [
             "key_fact_recall",
             "token_f1",
+            "cited_answer_rate",
             "citation_validity",
             "citation_precision",
             "abstention_accuracy",
             "grounded_retrieved",
         ]
-        short = ["key facts", "token F1", "cit. valid", "cit. prec.", "abstain acc.", "grounded"]
+        short = [
+            "key facts",
+            "token F1",
+            "cited",
+            "cit. valid",
+            "cit. prec.",
+            "abstain",
+            "grounded",
+        ]
         _bars(
             axes[0][1],
             short,
