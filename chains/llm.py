@@ -38,7 +38,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from core.settings import get_settings
-from finetune.modeling import LoadedModel, load_base_model
+from finetune.modeling import GREEDY, LoadedModel, load_base_model
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,9 @@ class _Interrupt(StoppingCriteria):
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
+GENERATION_PARAMS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty")
+
+
 class GenerationWorker:
     """The one long-lived thread that runs `generate` for a model, first come first served.
 
@@ -258,12 +261,7 @@ class QLoRAChatModel(BaseChatModel):
     ) -> QLoRAChatModel:
         """Load the base model (default: settings / the bundled model) and optionally an adapter."""
         settings = get_settings()
-        defaults = {
-            "max_new_tokens": settings.max_new_tokens,
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            "repetition_penalty": settings.repetition_penalty,
-        }
+        defaults = {name: getattr(settings, name) for name in GENERATION_PARAMS}
         unknown = set(gen_defaults) - set(defaults)
         if unknown:
             raise TypeError(f"Unknown generation defaults: {', '.join(sorted(unknown))}")
@@ -539,23 +537,14 @@ class QLoRAChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {
-            "model_name": self.model_name,
-            "adapter": self._active,
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "repetition_penalty": self.repetition_penalty,
-        }
+        return {"model_name": self.model_name, "adapter": self._active, **self._generation_params()}
+
+    def _generation_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in GENERATION_PARAMS}
 
     def generation_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """The `model.generate` keyword arguments for these settings (temperature 0 = greedy)."""
-        params = {
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "repetition_penalty": self.repetition_penalty,
-        }
+        params = self._generation_params()
         unknown = set(overrides) - set(params)
         if unknown:
             raise TypeError(f"Unknown generation arguments: {', '.join(sorted(unknown))}")
@@ -566,7 +555,7 @@ class QLoRAChatModel(BaseChatModel):
             "pad_token_id": self.tokenizer.pad_token_id,
         }
         if float(params["temperature"]) <= 0:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            kwargs.update(GREEDY)
         else:
             kwargs.update(
                 do_sample=True,

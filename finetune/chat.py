@@ -15,6 +15,7 @@ from transformers.generation.streamers import TextStreamer
 
 from finetune.data import system_prompt_for
 from finetune.inference import AdapterModel
+from finetune.modeling import GREEDY
 
 
 class _StreamTo(TextStreamer):
@@ -82,10 +83,7 @@ def chat_loop(
                 output = model.generate(
                     **ids.to(device),
                     max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
+                    **GREEDY,
                     pad_token_id=tokenizer.pad_token_id,
                     streamer=streamer,
                 )

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from finetune.modeling import LoadedModel, load_base_model, load_tokenizer
+from finetune.modeling import GREEDY, LoadedModel, load_base_model, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,7 @@ def generate_ids(
             generated = model.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
+                **GREEDY,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )

@@ -20,6 +20,7 @@ import torch
 
 from finetune.data import system_prompt_for
 from finetune.inference import adapter_base_model, adapter_dir, read_training_info
+from finetune.modeling import GREEDY
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +100,7 @@ def greedy_probes(model, tokenizer, prompts: list[str], max_new_tokens: int = PR
         output = model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
+            **GREEDY,
             pad_token_id=tokenizer.pad_token_id,
             output_scores=True,
             return_dict_in_generate=True,

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("auto", "4bit", "8bit", "none")
 
+# Greedy decoding; the sampling knobs set to None so a model's generation_config cannot add them.
+GREEDY = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
 
 @dataclass(frozen=True)
 class LoadedModel:
