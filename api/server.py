@@ -14,15 +14,15 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from api.conversation import AnswerFailedError, ModelNotLoadedError
-from api.feedback import UnknownAnswerError
-from api.jobs import InvalidTrainingRequestError, JobConflictError, UnknownJobError
-from api.paths import PathNotAllowedError
 from api.routes import chat, documents, feedback, openai, qlora, system
-from api.uploads import UploadRejectedError, accepted_types_text
 from core.models import ModelNotFoundError
 from core.settings import get_settings
 from core.store import StoreUnavailableError
+from services.conversation import AnswerFailedError, ModelNotLoadedError
+from services.feedback import UnknownAnswerError
+from services.jobs import InvalidTrainingRequestError, JobConflictError, UnknownJobError
+from services.paths import PathNotAllowedError
+from services.uploads import UploadRejectedError, accepted_types_text
 
 log = logging.getLogger(__name__)
 

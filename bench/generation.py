@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         # A private store: never the app's (the embedded store allows one process per folder).
         os.environ["QDRANT_PATH"] = tempfile.mkdtemp(prefix="bench-generation-")
     from chains.llm import QLoRAChatModel  # imports torch: after the environment is set
-    from finetune.modeling import pick_device
+    from core.modeling import pick_device
 
     device = pick_device(args.device)
     chat = QLoRAChatModel.load(

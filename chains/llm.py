@@ -37,12 +37,20 @@ from pydantic import ConfigDict, PrivateAttr
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from core.adapters import (
+    ADAPTER_CONFIG,
+    TRAINING_INFO,
+    adapter_chat_template,
+    adapter_name,
+    prompt_template,
+    read_json,
+    safe_adapter_name,
+)
+from core.modeling import GREEDY, LoadedModel, load_base_model
 from core.settings import get_settings
-from finetune.modeling import GREEDY, LoadedModel, load_base_model
 
 log = logging.getLogger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
 _ARCHITECTURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
 
 
@@ -328,9 +336,7 @@ class QLoRAChatModel(BaseChatModel):
                 "`python -m finetune train` (its `final_model/`) or by PEFT's save_pretrained."
             )
         config = json.loads(config_file.read_text())
-        name = _adapter_name(
-            name or (folder.parent.name if folder.name == "final_model" else folder.name)
-        )
+        name = safe_adapter_name(name) if name else adapter_name(folder)
         self._check_adapter_base(folder, config)
         self._check_adapter_shapes(folder)
         template_matches = self._check_adapter_template(folder)
@@ -344,7 +350,7 @@ class QLoRAChatModel(BaseChatModel):
                 "base_model": config.get("base_model_name_or_path"),
                 "rank": config.get("r"),
                 "template_matches": template_matches,
-                "training_info": _read_json(folder / "training_info.json"),
+                "training_info": read_json(folder / TRAINING_INFO),
             }
             if activate:
                 self._activate(name)
@@ -485,20 +491,16 @@ class QLoRAChatModel(BaseChatModel):
 
     def _check_adapter_template(self, folder: Path) -> bool | None:
         """Warn when the adapter was trained with another chat template than the one in use."""
-        template = None
-        if (folder / "chat_template.jinja").is_file():
-            template = (folder / "chat_template.jinja").read_text()
-        else:
-            template = (_read_json(folder / "tokenizer_config.json") or {}).get("chat_template")
-        if not isinstance(template, str):
+        template = adapter_chat_template(folder)
+        if template is None:
             return None
         ours = self.tokenizer.chat_template or ""
         if template.strip() == ours.strip():
             return True
         message = (
             f"Adapter {folder} was trained with a different chat template than the base tokenizer's; "
-            "generation uses the base tokenizer's template, so the adapter may see prompts formatted "
-            "unlike its training data."
+            "it is prompted with its own template while active (core.adapters.prompt_template), "
+            "so the base and the adapter see differently formatted prompts."
         )
         warnings.warn(message, stacklevel=3)
         log.warning(message)
@@ -520,10 +522,16 @@ class QLoRAChatModel(BaseChatModel):
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Any = None) -> int:
         return self.count_message_tokens(messages)
 
+    def _chat_template(self) -> str | None:
+        """The active adapter's own template, else the base's (one policy: core.adapters)."""
+        adapter = self._adapters.get(self._active) if self._active else None
+        return prompt_template(adapter["path"] if adapter else None, self.tokenizer.chat_template)
+
     def _encode(self, messages: Sequence[BaseMessage | dict]) -> dict[str, torch.Tensor]:
         with self._tokenizer_lock:
             return self.tokenizer.apply_chat_template(
                 to_chat_dicts(messages),
+                chat_template=self._chat_template(),
                 add_generation_prompt=True,
                 return_tensors="pt",
                 return_dict=True,
@@ -746,20 +754,8 @@ class QLoRAChatModel(BaseChatModel):
 # Helpers --------------------------------------------------------------------------------
 
 
-def _adapter_name(raw: str) -> str:
-    name = re.sub(r"[^0-9A-Za-z_-]+", "_", raw).strip("_")
-    return name or "adapter"
-
-
 def _model_stem(name_or_path: str | None) -> str:
     return Path(name_or_path or "").name.lower()
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _keep_cpu_4bit_layout(model: torch.nn.Module) -> None:

@@ -13,9 +13,9 @@ from typing import TextIO
 import torch
 from transformers.generation.streamers import TextStreamer
 
+from core.modeling import GREEDY
 from finetune.data import system_prompt_for
 from finetune.inference import AdapterModel
-from finetune.modeling import GREEDY
 
 
 class _StreamTo(TextStreamer):

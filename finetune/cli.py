@@ -17,8 +17,8 @@ log = logging.getLogger("finetune")
 
 
 def _tokenizer(model: str | None):
+    from core.modeling import load_tokenizer
     from core.models import resolve_base_model
-    from finetune.modeling import load_tokenizer
 
     return load_tokenizer(resolve_base_model(model))
 

@@ -8,50 +8,24 @@ reference answers; greedy decoding; base and adapter come from one load (PEFT's
 
 from __future__ import annotations
 
-import re
-import string
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rouge_score import rouge_scorer, tokenizers
-
+from evals import metrics
 from finetune.config import TrainConfig
 from finetune.data import Example, load_examples, system_prompt_for
 from finetune.inference import AdapterModel, generate_texts, load_adapter_model
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def normalized_tokens(text: str) -> list[str]:
-    text = text.lower()
-    text = "".join(" " if ch in string.punctuation else ch for ch in text)
-    return _WORD.findall(_ARTICLES.sub(" ", text))
-
 
 def token_f1(prediction: str, reference: str) -> float:
-    predicted, expected = normalized_tokens(prediction), normalized_tokens(reference)
-    if not predicted or not expected:
-        return float(predicted == expected)
-    common = sum((Counter(predicted) & Counter(expected)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted), common / len(expected)
-    return 2 * precision * recall / (precision + recall)
-
-
-class _WordTokenizer(tokenizers.Tokenizer):
-    def tokenize(self, text):
-        return _WORD.findall(text.lower())
-
-
-_ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_WordTokenizer())
+    """The chain evaluation's token F1 (evals.metrics): one normalisation for both."""
+    return metrics.token_f1(prediction, reference)
 
 
 def rouge_l(prediction: str, reference: str) -> float:
-    return _ROUGE.score(reference, prediction)["rougeL"].fmeasure
+    return metrics.rouge_l(prediction, reference)["f1"]
 
 
 @dataclass

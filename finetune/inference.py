@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,47 +9,16 @@ from typing import Any
 
 import torch
 
-from finetune.modeling import GREEDY, LoadedModel, load_base_model, load_tokenizer
+from core.adapters import (  # noqa: F401 (AdapterNotFoundError, adapter_dir: finetune's API)
+    AdapterNotFoundError,
+    adapter_base_model,
+    adapter_dir,
+    prompt_template,
+    read_training_info,
+)
+from core.modeling import GREEDY, LoadedModel, load_base_model
 
 log = logging.getLogger(__name__)
-
-ADAPTER_CONFIG = "adapter_config.json"
-TRAINING_INFO = "training_info.json"
-
-
-class AdapterNotFoundError(FileNotFoundError):
-    """The folder holds no adapter; the message says what to give instead."""
-
-
-def adapter_dir(path: str | Path) -> Path:
-    """Accept the adapter folder itself or a run folder holding final_model/."""
-    folder = Path(path).expanduser()
-    if (folder / ADAPTER_CONFIG).is_file():
-        return folder
-    if (folder / "final_model" / ADAPTER_CONFIG).is_file():
-        return folder / "final_model"
-    raise AdapterNotFoundError(
-        f"{folder} holds no {ADAPTER_CONFIG}. Give the final_model folder of a run "
-        "(`python -m finetune train` prints it) or the run folder."
-    )
-
-
-def read_training_info(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / TRAINING_INFO
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def adapter_base_model(folder: Path) -> str | None:
-    """The base the adapter was trained on, if it still exists here (else None: the settings' default)."""
-    info = read_training_info(folder)
-    config = json.loads((folder / ADAPTER_CONFIG).read_text())
-    for candidate in (info.get("base_model_path"), config.get("base_model_name_or_path")):
-        if candidate and Path(candidate).exists():
-            return candidate
-    name = info.get("base_model") or config.get("base_model_name_or_path")
-    if name and not Path(name).is_absolute():
-        return name  # a hub id or the default's name
-    return None
 
 
 @dataclass
@@ -79,9 +47,9 @@ def load_adapter_model(
         return AdapterModel(base.model, base.tokenizer, base, None)
     folder = adapter_dir(adapter)
     base = load_base_model(base_model or adapter_base_model(folder), quantization, device)
-    tokenizer = load_tokenizer(
-        str(folder)
-    )  # the adapter's copy, with the chat template it was trained with
+    # One template policy with serving (core.adapters.prompt_template): the adapter's own.
+    tokenizer = base.tokenizer
+    tokenizer.chat_template = prompt_template(folder, tokenizer.chat_template)
     model = PeftModel.from_pretrained(base.model, str(folder))
     model.eval()
     return AdapterModel(model, tokenizer, base, folder, read_training_info(folder))

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from core.modeling import GREEDY
 from finetune.data import system_prompt_for
 from finetune.inference import adapter_base_model, adapter_dir, read_training_info
-from finetune.modeling import GREEDY
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def merge_adapter(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from finetune.modeling import load_base_model, load_tokenizer
+    from core.modeling import load_base_model, load_tokenizer
 
     if quantization != "none":
         raise ValueError(

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from core.adapters import FINAL_MODEL, TRAINING_INFO
+from core.modeling import LoadedModel, load_base_model
 from core.settings import get_settings
 from finetune.callbacks import LogLines, LossProgressBar, ProgressHook, ProgressReporter
 from finetune.config import TrainConfig
@@ -41,13 +43,10 @@ from finetune.data import (
     tokenize_record,
 )
 from finetune.memory import MemoryEstimate, estimate_memory
-from finetune.modeling import LoadedModel, load_base_model
 from finetune.plots import save_loss_curve
 
 log = logging.getLogger(__name__)
 
-FINAL_MODEL = "final_model"
-TRAINING_INFO = "training_info.json"
 LOSS_CURVE = "loss_curve.png"
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from qdrant_client import QdrantClient, models
 
+from core.records import RetrievedChunk
 from core.settings import Settings, get_settings
 from core.store import (
     CONTENT_KEY,
@@ -479,8 +480,6 @@ def document_text(
     source: str, collection: str | None = None, settings: Settings | None = None
 ) -> list[dict]:
     """All chunks of `source` ordered by chunk_index, as RetrievedChunk.to_dict() dicts."""
-    from chains.retrieval import RetrievedChunk
-
     settings = settings or get_settings()
     collection = collection or settings.collection_name
     client = get_client(settings)

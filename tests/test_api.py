@@ -55,7 +55,7 @@ def api_key(settings):
 
 
 def test_split_conversation_pairs_history_and_takes_the_last_question():
-    from api.conversation import split_conversation
+    from services.conversation import split_conversation
 
     question, history = split_conversation(
         [
@@ -72,7 +72,7 @@ def test_split_conversation_pairs_history_and_takes_the_last_question():
 
 
 def test_paths_outside_the_allowed_roots_are_refused(settings):
-    from api.paths import PathNotAllowedError, resolve_inside
+    from services.paths import PathNotAllowedError, resolve_inside
 
     inside = resolve_inside("run-1/final_model")
     assert inside == (settings.checkpoints_path / "run-1" / "final_model").resolve()
@@ -83,8 +83,8 @@ def test_paths_outside_the_allowed_roots_are_refused(settings):
 
 
 def test_feedback_store_exports_what_finetune_reads(tmp_path):
-    from api.feedback import FeedbackStore, UnknownAnswerError, main
     from finetune.data import load_examples
+    from services.feedback import FeedbackStore, UnknownAnswerError, main
 
     store = FeedbackStore(tmp_path / "fb.sqlite3")
     sources = [{"n": 1, "source": "a.md", "text": "t"}]
@@ -250,7 +250,7 @@ QUESTION = "What are the two conditions of operation for a Part 15 device?"
 @pytest.fixture(scope="module")
 def assistant(settings, chat_model):
     """The service singleton serving the session's already loaded model (no second load)."""
-    from chains.service import get_assistant
+    from services.assistant import get_assistant
 
     a = get_assistant()
     previous = a._llm

@@ -1,4 +1,4 @@
-"""`python -m chains.ask` as a user runs it: subprocesses on their own embedded store
+"""`python -m cli.ask` as a user runs it: subprocesses on their own embedded store
 (one process per store folder), plus the streaming output in-process."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def test_batch_gives_one_json_line_per_input_line(cli_env, tmp_path):
     batch.write_text("\n".join(lines) + "\n")
 
     done = _run(
-        ["-m", "chains.ask", "--batch", str(batch), "--json", "--k", "2", "--max-new-tokens", "8"],
+        ["-m", "cli.ask", "--batch", str(batch), "--json", "--k", "2", "--max-new-tokens", "8"],
         cli_env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -87,7 +87,7 @@ def test_batch_gives_one_json_line_per_input_line(cli_env, tmp_path):
 
 def test_retrieve_only_does_not_load_the_model(cli_env):
     env = {**cli_env, "LOCAL_BASE_MODEL_PATH": "/nonexistent/model"}  # loading it would fail
-    done = _run(["-m", "chains.ask", ON_TOPIC, "--retrieve-only", "--json", "--k", "2"], env)
+    done = _run(["-m", "cli.ask", ON_TOPIC, "--retrieve-only", "--json", "--k", "2"], env)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(done.stdout.strip().splitlines()) == 1
@@ -97,8 +97,8 @@ def test_retrieve_only_does_not_load_the_model(cli_env):
 
 
 def test_streams_the_answer_then_lists_sources(corpus_collection, capsys):
-    from chains.ask import main
-    from chains.service import get_assistant
+    from cli.ask import main
+    from services.assistant import get_assistant
 
     try:
         code = main([ON_TOPIC, "--collection", corpus_collection, "--max-new-tokens", "8"])

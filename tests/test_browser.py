@@ -39,7 +39,7 @@ def make_adapter(folder: Path) -> None:
     """A freshly initialised LoRA adapter on the default base (PEFT's own save format)."""
     from peft import LoraConfig, get_peft_model
 
-    from finetune.modeling import load_base_model
+    from core.modeling import load_base_model
 
     loaded = load_base_model(quantization="none", device="cpu")
     config = LoraConfig(

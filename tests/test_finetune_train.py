@@ -219,8 +219,8 @@ def test_chat_model_loads_the_adapter_and_answers_differently(lora_run, chat_mod
 def test_merge_reproduces_the_adapter_and_the_check_catches_a_broken_merge(lora_run, tmp_path):
     from transformers import AutoModelForCausalLM
 
+    from core.modeling import load_tokenizer
     from finetune.merge import MergeParityError, check_parity, greedy_probes, merge_adapter
-    from finetune.modeling import load_tokenizer
 
     result, _, _ = lora_run
     probes = [FACTS[0][0], "What is an intentional radiator?"]

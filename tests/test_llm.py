@@ -140,7 +140,7 @@ def random_adapter(tmp_path_factory):
     """A real LoRA adapter with random weights, made on a fresh copy of the base model."""
     from peft import LoraConfig, get_peft_model
 
-    from finetune.modeling import load_base_model
+    from core.modeling import load_base_model
 
     folder = tmp_path_factory.mktemp("adapter") / "final_model"
     fresh = load_base_model()

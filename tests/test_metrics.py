@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chains import metrics as m
+from evals import metrics as m
 
 # normalize_text ----------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from chains.service import Assistant, get_assistant
+from services.assistant import Assistant, get_assistant
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def checkpoints(tmp_path_factory):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from finetune.modeling import load_base_model
+    from core.modeling import load_base_model
 
     root = tmp_path_factory.mktemp("checkpoints")
     fresh = load_base_model()

@@ -200,7 +200,7 @@ def test_retrieve_cli_json(tmp_path):
     ingested = run("ingest", str(docs), "--json", "--collection", "cli_retrieve")
     assert ingested.returncode == 0, ingested.stderr
     result = run(
-        "chains.retrieve",
+        "cli.retrieve",
         "What does 15.207 require?",
         "--k",
         "2",
@@ -214,5 +214,5 @@ def test_retrieve_cli_json(tmp_path):
     hits = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(hits) == 2 and hits[0]["section"] == "15.207"
     assert {"source", "page", "section", "score", "dense_score", "text"} <= set(hits[0])
-    empty = run("chains.retrieve", "x", "--collection", "nothing_here")
+    empty = run("cli.retrieve", "x", "--collection", "nothing_here")
     assert empty.returncode == 1 and "ingest first" in empty.stderr

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
-from api import conversation
 from api.auth import require_api_key
 from api.schemas import ChatRequest, ChatResponse
+from services import conversation
 
 router = APIRouter(prefix="/api", tags=["chat"], dependencies=[Depends(require_api_key)])
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile, status
 
-from api import uploads
 from api.auth import require_api_key
 from api.schemas import DocumentOut
+from services import documents as indexed
+from services import uploads
 
 router = APIRouter(prefix="/api", tags=["documents"], dependencies=[Depends(require_api_key)])
 
@@ -54,16 +55,12 @@ async def ingest(
 
 @router.get("/documents", response_model=list[DocumentOut], summary="Indexed documents")
 def documents():
-    from ingest.pipeline import list_sources
-
-    return list_sources()
+    return indexed.list_documents()
 
 
 @router.delete("/documents/{source:path}", summary="Remove a document from the index")
 def delete_document(source: str) -> dict:
-    from ingest.pipeline import delete_source
-
-    removed = delete_source(source)
+    removed = indexed.delete_document(source)
     if not removed:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,

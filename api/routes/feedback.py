@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.responses import PlainTextResponse
 
 from api.auth import require_api_key
-from api.feedback import UnknownAnswerError, get_feedback_store
 from api.schemas import FeedbackRequest
+from services.feedback import UnknownAnswerError, get_feedback_store
 
 router = APIRouter(
     prefix="/api/feedback", tags=["feedback"], dependencies=[Depends(require_api_key)]
@@ -32,7 +32,7 @@ def give_feedback(body: FeedbackRequest) -> dict:
     summary="The fine-tuning dataset (JSONL)",
     response_class=PlainTextResponse,
     description="Chat-format JSONL (`messages`, plus question, answer, correction, rating, "
-    "sources), as `python -m api.feedback export` writes it and `python -m finetune train "
+    "sources), as `python -m services.feedback export` writes it and `python -m finetune train "
     "--data` reads it. Only rows with a good target unless `all=true`.",
 )
 def export(all: bool = Query(False, description="Include 👎 answers without a correction")):

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
-from api import conversation
 from api.auth import require_api_key
 from api.routes.chat import SSE_HEADERS, sse
 from api.schemas import OpenAIChatRequest
+from services import conversation
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
 

@@ -7,10 +7,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
-from api import conversation
 from api.auth import require_api_key
-from api.jobs import training_jobs
-from api.paths import resolve_inside
 from api.schemas import (
     QLoRAChatRequest,
     QLoRAChatResponse,
@@ -19,7 +16,11 @@ from api.schemas import (
     TrainJobOut,
     TrainRequest,
 )
+from core.adapters import ADAPTER_CONFIG, is_adapter_dir
 from core.settings import get_settings
+from services import conversation
+from services.jobs import training_jobs
+from services.paths import resolve_inside
 
 router = APIRouter(
     prefix="/api/chat/qlora", tags=["qlora"], dependencies=[Depends(require_api_key)]
@@ -44,10 +45,10 @@ def check_model_name(name: str) -> str:
 
 def adapter_folder(raw: str) -> Path:
     path = resolve_inside(raw)
-    if not (path / "adapter_config.json").is_file():
+    if not is_adapter_dir(path):
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
-            f"No adapter at {raw!r} (no adapter_config.json). Train one with "
+            f"No adapter at {raw!r} (no {ADAPTER_CONFIG}). Train one with "
             "POST /api/chat/qlora/train and use its final_model_path.",
         )
     return path

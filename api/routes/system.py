@@ -8,7 +8,7 @@ import platform
 from fastapi import APIRouter, Depends
 
 from api.auth import require_api_key
-from api.conversation import assistant
+from services.conversation import assistant
 
 open_router = APIRouter(prefix="/api", tags=["system"])
 router = APIRouter(prefix="/api", tags=["system"], dependencies=[Depends(require_api_key)])

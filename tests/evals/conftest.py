@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chains import evaluate as ev
+import evals as ev
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLD = ROOT / "data" / "eval" / "gold.jsonl"

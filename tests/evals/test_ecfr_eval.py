@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chains import evaluate as ev
+import evals as ev
 from tests.evals.conftest import ECFR_GOLD, cli_args, profile_config, run_cli
 
 PROFILE = ev.baseline_profile(ECFR_GOLD)

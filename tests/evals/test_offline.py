@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from chains import evaluate as ev
+import evals as ev
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLD = ROOT / "data" / "eval" / "gold.jsonl"
@@ -255,7 +256,7 @@ def _fake_result() -> ev.EvalResult:
     aggregate, counts = ev.aggregate_metrics(
         items, retrieval, list(ev.RETRIEVAL_MODES), answers, {}
     )
-    records = [{**ev.asdict(i), "retrieval": retrieval[i.id], "answers": {}} for i in items]
+    records = [{**asdict(i), "retrieval": retrieval[i.id], "answers": {}} for i in items]
     config = {
         "gold": "g.jsonl",
         "k": 2,

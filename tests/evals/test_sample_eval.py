@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from chains import evaluate as ev
+import evals as ev
 from tests.evals.conftest import GOLD, SUMMARIES
 
 PROFILE = ev.baseline_profile(GOLD)

@@ -10,12 +10,12 @@ Loading is lazy and thread-safe: concurrent first requests load the model once.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.adapters import find_adapters
 from core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -162,39 +162,6 @@ class Assistant:
     def available_adapters(self) -> list[dict[str, Any]]:
         """Adapter folders (holding adapter_config.json) under the checkpoints folder."""
         return find_adapters(self.settings.checkpoints_path)
-
-
-def find_adapters(root: Path) -> list[dict[str, Any]]:
-    if not root.is_dir():
-        return []
-    found = []
-    for config_file in sorted(root.rglob("adapter_config.json")):
-        folder = config_file.parent
-        config = _read_json(config_file) or {}
-        relative = folder.relative_to(root)
-        name = str(
-            relative.parent if folder.name == "final_model" and relative.parent.parts else relative
-        )
-        found.append(
-            {
-                "path": str(folder),
-                "name": name,
-                "info": {
-                    "base_model": config.get("base_model_name_or_path"),
-                    "rank": config.get("r"),
-                    "training": _read_json(folder / "training_info.json"),
-                    "modified": config_file.stat().st_mtime,
-                },
-            }
-        )
-    return found
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 _assistant: Assistant | None = None

@@ -4,8 +4,8 @@ Every answer the chat or the API gives is recorded with its question and sources
 an id (the Chainlit message id, or the `id` of an `/api/chat` response). Feedback
 refers to that id: a rating (1 = 👍, 0 = 👎) and an optional correction.
 
-    python -m api.feedback export --out feedback.jsonl [--all]
-    python -m api.feedback stats
+    python -m services.feedback export --out feedback.jsonl [--all]
+    python -m services.feedback stats
 
 The export writes chat-format JSONL (`messages` = user question + assistant answer, or
 the correction where one was given), which `python -m finetune train --data` reads.
@@ -218,7 +218,7 @@ def get_feedback_store() -> FeedbackStore:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m api.feedback", description=__doc__.split("\n\n")[0]
+        prog="python -m services.feedback", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--db", type=Path, help="feedback database (default: settings.feedback_db)")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -1,6 +1,6 @@
 """One question-answering path for every caller: the Chainlit chat, `/api/chat`,
 `/api/chat/qlora/chat` and `/v1/chat/completions` all go through these functions, which
-call `chains.service.get_assistant()` (the RAG chain itself lives in `chains/`)."""
+call `services.assistant.get_assistant()` (the RAG chain itself lives in `chains/`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from api.feedback import get_feedback_store
+from services.feedback import get_feedback_store
 
 
 class ModelNotLoadedError(RuntimeError):
@@ -75,7 +75,7 @@ def timestamp() -> str:
 
 
 def assistant():
-    from chains.service import get_assistant
+    from services.assistant import get_assistant
 
     return get_assistant()
 

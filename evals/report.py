@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from chains.evaluate import EvalResult
+    from evals.schema import EvalResult
 
 ANSWER_LABELS = {
     "key_fact_recall": "key-fact recall",
@@ -34,7 +34,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _modes(result: EvalResult) -> list[str]:
-    from chains.evaluate import RETRIEVAL_MODES
+    from evals.schema import RETRIEVAL_MODES
 
     present = {key.split(".")[1] for key in result.aggregate if key.startswith("retrieval.")}
     return [mode for mode in RETRIEVAL_MODES if mode in present]
@@ -47,7 +47,7 @@ def _variants(result: EvalResult, family: str) -> list[str]:
 
 
 def render_markdown(result: EvalResult) -> str:
-    from chains.evaluate import LATENCY_STAGES, LEVELS, RETRIEVAL_METRICS, SUMMARY_METRICS
+    from evals.schema import LATENCY_STAGES, LEVELS, RETRIEVAL_METRICS, SUMMARY_METRICS
 
     agg, config = result.aggregate, result.config
     k = config.get("k")
@@ -165,7 +165,7 @@ def render_chart(result: EvalResult, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from chains.evaluate import RETRIEVAL_METRICS
+    from evals.schema import RETRIEVAL_METRICS
 
     agg = result.aggregate
     answer_variants = _variants(result, "answer")

@@ -1,0 +1,111 @@
+"""What an evaluation produces: metric names, stages, the result record and its error."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from core.settings import PROJECT_ROOT, get_settings
+
+RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
+RETRIEVAL_METRICS = ("hit@1", "hit@k", "recall@k", "mrr")
+LEVELS = ("section", "source")
+ANSWER_METRICS = (
+    "key_fact_recall",
+    "token_f1",
+    "citation_validity",
+    "citation_precision",
+    "cited_answer_rate",
+    "abstention_accuracy",
+    "false_abstention_rate",
+    "grounded_cited",
+    "grounded_retrieved",
+    "unsupported_numbers",
+    "answers_with_unsupported_numbers",
+)
+SUMMARY_METRICS = ("rouge_l", "fact_coverage")
+LATENCY_STAGES = ("retrieve_s", "first_token_s", "total_s")
+# Lower is better for these; everything else guarded is higher-is-better.
+LOWER_IS_BETTER = (
+    "false_abstention_rate",
+    "unsupported_numbers",
+    "answers_with_unsupported_numbers",
+)
+GROUNDED_THRESHOLD = 0.5
+DEFAULT_SEED = 1234
+DEFAULT_MAX_NEW_TOKENS = 128
+BASELINE_FILE = PROJECT_ROOT / "data" / "eval" / "baseline.json"
+
+
+class EvaluationError(RuntimeError):
+    """The evaluation cannot run; the message says what to do."""
+
+
+@dataclass
+class EvalResult:
+    config: dict
+    aggregate: dict[str, float | None]
+    counts: dict[str, int]
+    items: list[dict]
+    summaries: list[dict]
+    problems: list[str]
+
+    def to_dict(self) -> dict:
+        return {
+            "config": self.config,
+            "aggregate": self.aggregate,
+            "counts": self.counts,
+            "problems": self.problems,
+            "items": self.items,
+            "summaries": self.summaries,
+        }
+
+
+@dataclass
+class EvalOptions:
+    gold: Path
+    summaries: Path | None = None
+    corpus: list[Path] = field(default_factory=list)
+    collection: str | None = None
+    adapter: Path | None = None
+    compare_adapter: Path | None = None
+    k: int | None = None
+    mode: str | None = None
+    limit: int | None = None
+    summary_limit: int | None = None
+    retrieval_only: bool = False
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    seed: int = DEFAULT_SEED
+    progress: bool = True
+
+    def resolved(self) -> EvalOptions:
+        settings = get_settings()
+        return EvalOptions(
+            **{
+                **asdict(self),
+                "corpus": self.corpus or [settings.corpus_path],
+                "k": self.k or settings.retrieval_k,
+                "mode": self.mode or settings.retrieval_mode,
+            }
+        )
+
+    def variants(self) -> list[tuple[str, Path | None]]:
+        """(name, adapter path) for each model the answers are generated with."""
+        if self.compare_adapter:
+            return [("base", None), ("adapter", self.compare_adapter)]
+        if self.adapter:
+            return [("adapter", self.adapter)]
+        return [("base", None)]
+
+    def config(self) -> dict:
+        """What the run depends on (recorded in results and baseline)."""
+        return {
+            "k": self.k,
+            "mode": self.mode,
+            "limit": self.limit,
+            "summary_limit": self.summary_limit,
+            "retrieval_only": self.retrieval_only,
+            "max_new_tokens": self.max_new_tokens,
+            "seed": self.seed,
+            "summaries": bool(self.summaries),
+        }

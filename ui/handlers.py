@@ -1,0 +1,276 @@
+"""The Chainlit chat's handlers: thin, like the REST routes. Questions go through
+`services.conversation`, uploads through `services.uploads`, adapters through the
+Assistant; `ui.render` draws the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import chainlit as cl
+from chainlit.data.base import BaseDataLayer
+from chainlit.input_widget import Select, Slider
+from chainlit.utils import utc_now
+
+from core.settings import get_settings
+from services import conversation, documents, uploads
+from ui.feedback_layer import FeedbackDataLayer
+from ui.render import (
+    answer_actions,
+    describe_report,
+    document_file,
+    source_elements,
+    source_title,
+    sources_footer,
+)
+
+log = logging.getLogger("ui")
+
+NO_ADAPTER = "none"
+HISTORY_TURNS = 6
+MODES = ["hybrid", "dense", "bm25"]
+
+
+@cl.data_layer
+def feedback_layer() -> BaseDataLayer:
+    return FeedbackDataLayer()
+
+
+# Chat settings -----------------------------------------------------------------------------
+
+
+def adapter_choices() -> dict[str, str | None]:
+    choices: dict[str, str | None] = {NO_ADAPTER: None}
+    for adapter in conversation.assistant().available_adapters():
+        choices[adapter["name"]] = str(adapter["path"])
+    return choices
+
+
+def chat_settings(adapters: dict[str, str | None], active: str | None) -> cl.ChatSettings:
+    s = get_settings()
+    names = list(adapters)
+    current = next(
+        (n for n, p in adapters.items() if p and active and Path(p) == Path(active)), NO_ADAPTER
+    )
+    return cl.ChatSettings(
+        [
+            Slider(
+                id="temperature",
+                label="Temperature",
+                initial=s.temperature,
+                min=0,
+                max=1.5,
+                step=0.05,
+            ),
+            Slider(id="top_p", label="Top-p", initial=s.top_p, min=0.05, max=1, step=0.05),
+            Slider(
+                id="max_new_tokens",
+                label="Max new tokens",
+                initial=s.max_new_tokens,
+                min=16,
+                max=1024,
+                step=16,
+            ),
+            Slider(
+                id="k",
+                label="Sources to retrieve (k)",
+                initial=s.retrieval_k,
+                min=1,
+                max=12,
+                step=1,
+            ),
+            Select(
+                id="mode",
+                label="Retrieval mode",
+                values=MODES,
+                initial_index=MODES.index(s.retrieval_mode),
+            ),
+            Select(
+                id="adapter",
+                label="LoRA adapter (applies to the whole server)",
+                values=names,
+                initial_index=names.index(current),
+            ),
+        ]
+    )
+
+
+def options_from(values: dict[str, Any]) -> conversation.AskOptions:
+    return conversation.AskOptions(
+        k=int(values["k"]) if values.get("k") else None,
+        mode=values.get("mode"),
+        max_new_tokens=int(values["max_new_tokens"]) if values.get("max_new_tokens") else None,
+        temperature=values.get("temperature"),
+        top_p=values.get("top_p"),
+    )
+
+
+@cl.on_chat_start
+async def start() -> None:
+    adapters = await asyncio.to_thread(adapter_choices)
+    a = conversation.assistant()
+    active = a.llm.info().get("adapter") if a.loaded else None
+    values = await chat_settings(adapters, active).send()
+    cl.user_session.set("settings", dict(values))  # a copy: Chainlit updates its own dict in place
+    cl.user_session.set("adapters", adapters)
+    cl.user_session.set("history", [])
+    cl.user_session.set("answers", {})
+
+
+@cl.on_settings_update
+async def settings_changed(values: dict[str, Any]) -> None:
+    previous = cl.user_session.get("settings") or {}
+    cl.user_session.set("settings", dict(values))  # a copy: Chainlit updates its own dict in place
+    if values.get("adapter") != previous.get("adapter"):
+        path = (cl.user_session.get("adapters") or {}).get(values.get("adapter"))
+        await asyncio.to_thread(conversation.assistant().use_adapter, path)
+        await cl.Message(
+            content=f"Adapter: **{values.get('adapter')}** (base model {'only' if not path else '+ LoRA'})."
+        ).send()
+
+
+# Messages ----------------------------------------------------------------------------------
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    files = [e for e in (message.elements or []) if getattr(e, "path", None)]
+    if files:
+        await ingest_uploads(files)
+    if message.content.strip():
+        await answer(message.content.strip())
+
+
+async def answer(question: str) -> None:
+    values = cl.user_session.get("settings") or {}
+    options = options_from(values)
+    history: list[tuple[str, str]] = cl.user_session.get("history") or []
+    mode = options.mode or get_settings().retrieval_mode
+    k = options.k or get_settings().retrieval_k
+    step = cl.Step(name="Retrieval", type="retrieval", show_input="text")
+    step.input = f"Question: {question}\nMode: {mode}, k = {k}"
+    step.start = utc_now()
+    await step.send()
+    reply = cl.Message(content="")  # created after the step, so it shows below it
+    result = None
+    async for kind, value in conversation.ask_stream(question, history, options):
+        if kind == "retrieved":
+            step.output = (
+                "\n".join(
+                    f"[{s.n}] {source_title(s)} — score {s.score:.3f}"
+                    if s.score is not None
+                    else f"[{s.n}] {source_title(s)}"
+                    for s in value
+                )
+                or "Nothing found."
+            )
+            step.end = utc_now()
+            await step.update()
+        elif kind == "token":
+            await reply.stream_token(value)
+        elif kind == "done":
+            result = value
+    if result is None or conversation.failure(result):
+        reply.content = (
+            f"Sorry, I could not answer: {conversation.failure(result) if result else 'no result'}"
+        )
+        await reply.send()
+        return
+    step.input = f"Standalone question: {result.standalone_question}\nMode: {mode}, k = {k}"
+    step.end = step.end or utc_now()
+    await step.update()
+    reply.content = (result.answer or "") + sources_footer(result.sources)
+    reply.elements = await asyncio.to_thread(source_elements, result.sources, mode)
+    reply.actions = answer_actions(reply.id, result.sources)
+    await reply.send()
+    # Chainlit attaches 👍/👎 to the run (the on_message step), so the answer is kept under its id.
+    run = cl.context.current_run
+    await asyncio.to_thread(conversation.record, result, "chat", run.id if run else reply.id)
+    cl.user_session.set("history", [*history, (question, result.answer or "")][-HISTORY_TURNS:])
+    answers = cl.user_session.get("answers") or {}
+    answers[reply.id] = result
+    cl.user_session.set("answers", answers)
+
+
+async def ingest_uploads(files: list[cl.Element]) -> None:
+    progress = cl.Message(content=f"Adding {len(files)} document(s) to the collection…")
+    await progress.send()
+    lines: list[str] = []
+    async with cl.Step(name="Ingest", type="tool") as step:
+        step.input = "\n".join(f.name for f in files)
+        for index, element in enumerate(files, start=1):
+            progress.content = f"Ingesting {index}/{len(files)}: {element.name}…\n\n" + "\n".join(
+                lines
+            )
+            await progress.update()
+            try:
+                path = await asyncio.to_thread(
+                    uploads.store_upload, element.name, Path(element.path)
+                )
+                report = await asyncio.to_thread(uploads.ingest_files, [path])
+            except uploads.UploadRejectedError as error:
+                lines.append(f"✗ {error}")
+                continue
+            except Exception as error:  # one bad file never stops the others
+                log.exception("Ingesting %s failed", element.name)
+                lines.append(f"✗ {element.name}: {type(error).__name__}: {error}")
+                continue
+            lines.append(f"✓ {element.name}: {describe_report(report)}")
+        step.output = "\n".join(lines)
+    progress.content = "Upload finished:\n\n" + "\n".join(f"- {line}" for line in lines)
+    await progress.update()
+
+
+@cl.action_callback("summarize_sources")
+async def summarize_sources(action: cl.Action) -> None:
+    result = (cl.user_session.get("answers") or {}).get(action.payload.get("message_id"))
+    if result is None or not result.sources:
+        await cl.Message(content="No sources to summarize for that answer.").send()
+        return
+    async with cl.Step(name="Summarize sources", type="llm"):
+        summary = await asyncio.to_thread(
+            conversation.assistant().summarizer().summarize_chunks, result.sources
+        )
+    await cl.Message(content=f"**Summary of the sources**\n\n{summary.summary}").send()
+
+
+@cl.action_callback("show_document")
+async def show_document(action: cl.Action) -> None:
+    source = action.payload.get("source", "")
+    chunks = await asyncio.to_thread(documents.document_chunks, source)
+    if not chunks:
+        await cl.Message(content=f"`{source}` is no longer in the collection.").send()
+        return
+    text = "\n\n".join(chunk["text"] for chunk in chunks)
+    name = f"Full text: {source}"
+    elements: list[cl.Element] = [cl.Text(name=name, content=text, display="side")]
+    path = await asyncio.to_thread(document_file, source)
+    if path is not None and path.suffix.lower() == ".pdf":
+        elements.append(cl.Pdf(name=f"PDF: {source}", path=str(path), page=1, display="side"))
+    names = " · ".join(e.name for e in elements)
+    await cl.Message(content=f"{names} ({len(chunks)} chunks)", elements=elements).send()
+
+
+# Server ------------------------------------------------------------------------------------
+
+
+def _warm_up() -> None:
+    """Load the model and open the collection in the background: the first answer is faster."""
+    try:
+        conversation.rag_chain()
+        log.info("Model ready: %s", conversation.model_info())
+    except Exception:
+        log.exception("Warm-up failed; the first question will retry")
+
+
+@cl.on_app_startup
+async def on_startup() -> None:
+    s = get_settings()
+    host = "localhost" if s.host in ("0.0.0.0", "127.0.0.1", "::") else s.host
+    log.info("Chat UI:  http://%s:%d/", host, s.port)
+    log.info("API docs: http://%s:%d/docs  (OpenAPI: /openapi.json)", host, s.port)
+    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
