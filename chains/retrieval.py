@@ -37,6 +37,15 @@ MODES = ("dense", "hybrid", "bm25")
 RRF_K = 60
 # "15.109", "§ 2.1093(d)": a query naming a section id also ranks that section's chunks.
 _SECTION_ID = re.compile(r"(?<![\d.])(\d{1,3}\.\d{1,4}[a-z]?)(?![\d.]*\d)")
+# ... but "1.5 kW", "2.4 GHz", "0.5 percent" are quantities, not sections: read as section ids
+# they bypassed the relevance threshold, so an off-corpus question about "1.5 kW" never
+# abstained. A number followed by a unit is a quantity; "§"/"section" before it wins.
+_UNIT_AFTER = re.compile(
+    r"\s*(?:[kKMGTmµu]?(?:W|Hz|V|A|m)\b|(?i:dB\w*|%|percent\b|watts?\b|volts?\b|"
+    r"kilo\w+|mega\w+|giga\w+|meters?\b|km\b|ft\b|feet\b|miles?\b|seconds?\b|minutes?\b|"
+    r"hours?\b|days?\b|years?\b|PEP\b|ERP\b|EIRP\b|times\b))"
+)
+_SECTION_SIGN_BEFORE = re.compile(r"(?:§{1,2}|\bsec(?:tion|s?\.)|\bpart)\s*$", re.IGNORECASE)
 FILTER_FIELDS = ("source", "section", "part", "doc_type", "page", "root", "title", "subpart")
 
 
@@ -51,8 +60,17 @@ def build_filter(filters: dict | None) -> models.Filter | None:
 
 
 def section_ids(query: str) -> list[str]:
-    """Section ids a query names, e.g. ["15.109"] for "What does § 15.109(a) require?"."""
-    return list(dict.fromkeys(_SECTION_ID.findall(query)))
+    """Section ids a query names, e.g. ["15.109"] for "What does § 15.109(a) require?".
+
+    Quantities are not sections: "1.5 kW", "2.4 GHz", "0.5 percent" name none.
+    """
+    found = []
+    for match in _SECTION_ID.finditer(query):
+        explicit = _SECTION_SIGN_BEFORE.search(query[: match.start()])
+        quantity = match.group(1).startswith("0") or _UNIT_AFTER.match(query, match.end())
+        if explicit or not quantity:
+            found.append(match.group(1))
+    return list(dict.fromkeys(found))
 
 
 def _and(*filters: models.Filter | None) -> models.Filter | None:

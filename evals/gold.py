@@ -23,6 +23,8 @@ class GoldItem:
     answerable: bool
     reference: str | None = None
     line: int = 0
+    # A named group reported on its own, e.g. "colloquial" or "on_topic_unanswerable".
+    slice: str | None = None
 
 
 @dataclass
@@ -91,6 +93,9 @@ def load_gold(path: Path | str) -> tuple[list[GoldItem], list[str]]:
         reference = record.get("reference")
         if reference is not None and not isinstance(reference, str):
             found.append("'reference' must be a string")
+        slice_name = record.get("slice")
+        if slice_name is not None and not (isinstance(slice_name, str) and slice_name.strip()):
+            found.append("'slice' must be a non-empty string")
         if answerable is True and not sections and not found:
             found.append("an answerable item needs at least one gold section")
         if item_id in seen:
@@ -100,7 +105,16 @@ def load_gold(path: Path | str) -> tuple[list[GoldItem], list[str]]:
             continue
         seen[item_id] = number
         items.append(
-            GoldItem(item_id, question, sections, facts, answerable, reference or None, number)
+            GoldItem(
+                item_id,
+                question,
+                sections,
+                facts,
+                answerable,
+                reference or None,
+                number,
+                slice_name.strip() if slice_name else None,
+            )
         )
     return items, problems
 

@@ -216,3 +216,13 @@ def test_retrieve_cli_json(tmp_path):
     assert {"source", "page", "section", "score", "dense_score", "text"} <= set(hits[0])
     empty = run("cli.retrieve", "x", "--collection", "nothing_here")
     assert empty.returncode == 1 and "ingest first" in empty.stderr
+
+
+def test_quantities_are_not_section_ids():
+    """"1.5 kW" or "2.4 GHz" read as section ids bypassed the relevance threshold."""
+    from chains.retrieval import section_ids
+
+    assert section_ids("Is a 1.5 kW PEP limit in the 2.4 GHz band allowed?") == []
+    assert section_ids("What is 0.5 percent of it?") == []
+    assert section_ids("What does 15.109 require below 1.705 MHz?") == ["15.109"]
+    assert section_ids("§ 97.313 and section 80.215 at 25 W") == ["97.313", "80.215"]
