@@ -13,6 +13,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 Quantization = Literal["auto", "4bit", "8bit", "none"]
 RetrievalMode = Literal["dense", "hybrid", "bm25"]
+# verified: the model drafts, a verifier keeps only sentences a cited passage supports.
+# extractive: quotes of the best passages, no model call. raw: the model's text as it is.
+AnswerMode = Literal["verified", "extractive", "raw"]
 
 
 class Settings(BaseSettings):
@@ -56,6 +59,10 @@ class Settings(BaseSettings):
     retrieval_k: int = 4
     retrieval_mode: RetrievalMode = "hybrid"
     score_threshold: float = 0.3  # min dense cosine similarity for a chunk to count as relevant
+
+    # Answers: evidence passages, verification, abstention
+    answer_mode: AnswerMode = "verified"
+    evidence_passages: int = Field(4, description="Numbered passages the model sees.")
 
     # Server
     host: str = "0.0.0.0"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from core.adapters import adapter_base_model, adapter_dir, prompt_template, read_training_info
 from core.modeling import GREEDY
 from finetune.data import system_prompt_for
-from finetune.inference import adapter_base_model, adapter_dir, read_training_info
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def merge_adapter(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from core.modeling import load_base_model, load_tokenizer
+    from core.modeling import load_base_model
 
     if quantization != "none":
         raise ValueError(
@@ -200,7 +200,8 @@ def merge_adapter(
         if trained_on in {"4bit", "8bit"}
         else "",
     )
-    tokenizer = load_tokenizer(str(folder))
+    tokenizer = base.tokenizer  # with the template policy of serving and `finetune test`
+    tokenizer.chat_template = prompt_template(folder, tokenizer.chat_template)
     model = PeftModel.from_pretrained(base.model, str(folder))
     model.eval()
     expected = greedy_probes(model, tokenizer, prompts, max_new_tokens)
