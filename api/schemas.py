@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from services.jobs import request_options, training_option_names
 
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
 
@@ -86,13 +88,26 @@ class ChatResponse(BaseModel):
 
 
 class QLoRALoadRequest(BaseModel):
+    """Loads a base model, nothing else: LoRA and the other training options go with each
+    training request (POST /api/chat/qlora/train)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     model_name: str = Field(
         "", description="Base model: a local folder or id; empty = the bundled default."
     )
-    lora_r: int = Field(16, ge=1, le=512)
-    lora_alpha: int = Field(32, ge=1, le=1024)
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | None = Field(None, description="None = the preset's modules.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_training_options(cls, data: Any) -> Any:
+        sent = sorted(set(data) & training_option_names()) if isinstance(data, dict) else []
+        if sent:
+            raise ValueError(
+                f"{', '.join(sent)}: training options (LoRA r, alpha, dropout, target modules, "
+                "...) are not taken on load; send them with POST /api/chat/qlora/train, in the "
+                "training request's body"
+            )
+        return data
 
 
 class QLoRAChatRequest(BaseModel):
@@ -117,21 +132,52 @@ class Conversation(BaseModel):
     _check = field_validator("prompt", "response")(_not_blank)
 
 
-class TrainRequest(BaseModel):
-    conversations: list[Conversation] = Field(..., min_length=1)
-    output_dir: str | None = Field(
-        None,
-        description="Inside the checkpoints folder (relative paths are taken from there); default: a new folder per job.",
-    )
-    num_train_epochs: float = Field(1.0, gt=0, le=100)
-    per_device_train_batch_size: int = Field(1, ge=1, le=256)
-    learning_rate: float = Field(2e-4, gt=0, le=1.0)
-    max_steps: int | None = Field(
-        None, ge=1, description="Stop after this many steps (overrides epochs)."
-    )
-    base_model_name: str | None = Field(
-        None, description="Base model to train on; default: the loaded one."
-    )
+# The training request is generated from finetune's TrainConfig (through services.jobs): one
+# field per user-facing TrainConfig field, same name, type, default, help, choices and bounds.
+# Descriptions that differ for the API (its folders and defaults):
+_REQUEST_DESCRIPTIONS = {
+    "output_dir": "Inside the checkpoints folder (relative paths are taken from there); "
+    "default: a new folder per job, named run_name or api-<timestamp>.",
+    "run_name": "Name of the job's folder under the checkpoints folder when output_dir is not "
+    "given (default: api-<timestamp>).",
+    "base_model": "Base model to train on: a hub id, or a folder inside the data, checkpoints "
+    "or cache folders; default: the loaded one.",
+}
+
+
+def _request_annotation(option) -> Any:
+    scalar, is_list, takes_text = option.shape
+    if option.choices:
+        annotation = Literal[tuple(option.choices)]
+    elif is_list:
+        annotation = list[scalar] | str if takes_text else list[scalar]
+    elif scalar is dict:
+        annotation = option.annotation
+    else:
+        annotation = scalar  # str | Path is a string here
+    return annotation | None if type(None) in get_args(option.annotation) else annotation
+
+
+def _request_field(option) -> Any:
+    description = _REQUEST_DESCRIPTIONS.get(option.name, option.help)
+    default = option.default()
+    if isinstance(default, list | dict):
+        return Field(default_factory=option.default, description=description, **option.bounds)
+    return Field(default, description=description, **option.bounds)
+
+
+TrainRequest = create_model(
+    "TrainRequest",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="A training job: the conversations and finetune.config.TrainConfig's options, "
+    "LoRA included (unset: the preset's values and TrainConfig's defaults).",
+    __module__=__name__,
+    conversations=(list[Conversation], Field(..., min_length=1)),
+    **{
+        option.name: (_request_annotation(option), _request_field(option))
+        for option in request_options()
+    },
+)
 
 
 class TrainJobOut(BaseModel):
@@ -157,7 +203,6 @@ class QLoRAStatus(BaseModel):
     adapter: str | None = None
     device: str | None = None
     quantization: str | None = None
-    lora_defaults: dict[str, Any]
     training: TrainJobOut | None = None
 
 

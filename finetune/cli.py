@@ -9,9 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from finetune.config import TrainConfig
-from finetune.data import DataError
-from finetune.presets import PRESETS
+from core.errors import cli_errors
+from finetune.config import TrainConfig, read_config_file, train_options
 
 log = logging.getLogger("finetune")
 
@@ -26,146 +25,95 @@ def _tokenizer(model: str | None):
 # train -----------------------------------------------------------------------------------------
 
 
-def add_train_parser(commands) -> None:
+def _flag_help(option) -> str:
+    text = option.help
+    default = option.default()
+    if default is not None and option.shape[0] is not dict:
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        if option.shape[0] is bool:
+            shown = "on" if default else "off"
+        text += f" (default: {shown})"
+    return text.replace("%", "%%")
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, generated from the dataclass: `--field-name` (or the
+    field's `flags`), its help, choices and type; booleans get `--x/--no-x`. Defaults are
+    SUPPRESSed, so the namespace holds only what was given: those values override a --config
+    file, and the dataclass's own defaults (and the preset's) apply to the rest."""
+    for option in train_options():
+        scalar, is_list, _ = option.shape
+        flags = option.metadata.get("flags") or [f"--{option.name.replace('_', '-')}"]
+        kwargs: dict = {
+            "dest": option.name,
+            "default": argparse.SUPPRESS,
+            "help": _flag_help(option),
+        }
+        if scalar is bool and not is_list:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _text_parser(option)
+            if is_list:
+                kwargs["nargs"] = "+"
+            if option.choices:
+                kwargs["choices"] = option.choices
+        kwargs.update(option.metadata.get("cli", {}))
+        parser.add_argument(*flags, **kwargs)
+
+
+def _text_parser(option):
+    scalar = option.shape[0]
+    if scalar in (int, float, str) and "parse" not in option.metadata:
+        return scalar  # argparse's own messages: "invalid int value: 'x'"
+
+    def parse(text: str):
+        try:
+            return option.from_text(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = option.name
+    return parse
+
+
+def add_train_parser(commands) -> argparse.ArgumentParser:
     p = commands.add_parser(
         "train",
         help="train a LoRA/QLoRA adapter",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a LoRA/QLoRA adapter. Every option is a field of "
+        "finetune.config.TrainConfig; a preset's values apply to the options left unset.",
     )
     p.add_argument(
-        "--data", required=True, help="CSV, JSONL or JSON file of question/answer pairs or chats"
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="YAML or JSON file of TrainConfig field values (field names as keys, e.g. "
+        "max_length: 512); options given on the command line override it",
     )
-    p.add_argument("--preset", default="balanced", choices=list(PRESETS))
-    p.add_argument("--epochs", type=float, help="default: the preset's")
-    p.add_argument("--learning-rate", type=float, help="default: the preset's")
-    p.add_argument("--batch-size", type=int, help="default: the preset's")
-    p.add_argument(
-        "--grad-accum", type=int, dest="gradient_accumulation_steps", help="default: the preset's"
-    )
-    p.add_argument(
-        "--gradient-checkpointing",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="default: the preset's",
-    )
-    p.add_argument(
-        "--max-length", type=int, default=1024, help="tokens per example (prompt + answer)"
-    )
-    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    p.add_argument(
-        "--packing",
-        action="store_true",
-        help="pack examples into max_length rows without padding (documents stay separate); "
-        "with sdpa attention prefer --batch-size 1 and a larger --max-length",
-    )
-    p.add_argument("--categories", nargs="+", help="train on these categories only")
-    p.add_argument("--difficulties", nargs="+", help="train on these difficulties only")
-    p.add_argument(
-        "--eval-ratio", type=float, default=0.1, help="held-out share, stratified by category"
-    )
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument(
-        "--strict", action="store_true", help="stop on any data issue instead of skipping the row"
-    )
-    p.add_argument(
-        "--system-prompts", type=Path, help="JSON {category: system prompt, 'default': ...}"
-    )
-    p.add_argument(
-        "--base-model", help="model id or folder (default: the settings' / bundled model)"
-    )
-    p.add_argument(
-        "--quantization",
-        choices=["auto", "4bit", "8bit", "none"],
-        help="default: settings (auto: 4-bit NF4 on CUDA)",
-    )
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--lora-alpha", type=int, default=16)
-    p.add_argument("--lora-dropout", type=float, default=0.05)
-    p.add_argument(
-        "--target-modules",
-        nargs="+",
-        default=["q_proj", "k_proj", "v_proj", "o_proj"],
-        help="module names, or all-linear",
-    )
-    p.add_argument(
-        "--fp32-upcast",
-        action="store_true",
-        help="upcast norms and embeddings of a quantized base to fp32 (PEFT's k-bit recipe; slower, for fp16 GPUs)",
-    )
-    p.add_argument("--neftune-alpha", type=float, help="NEFTune embedding noise (e.g. 5)")
-    p.add_argument(
-        "--early-stopping-patience",
-        type=int,
-        help="evaluations without improvement before stopping",
-    )
-    p.add_argument(
-        "--eval-steps",
-        type=int,
-        help="evaluate and checkpoint every N steps (default: every epoch)",
-    )
-    p.add_argument(
-        "--save-steps", type=int, help="checkpoint every N steps (default: with evaluation)"
-    )
-    p.add_argument("--logging-steps", type=int)
-    p.add_argument("--output-dir", type=Path, help="default: <checkpoints>/<timestamp>-<preset>")
-    p.add_argument("--run-name")
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const="latest",
-        help="resume from a checkpoint folder, a run folder, or latest",
-    )
-    p.add_argument(
-        "--keep-checkpoints", action="store_true", help="keep checkpoint-* folders after success"
-    )
-    p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    add_train_options(p)
     p.set_defaults(handler=run_train)
+    return p
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of `finetune train`: the --config file's values, then the flags given."""
+    values = read_config_file(args.config) if getattr(args, "config", None) else {}
+    values.update(
+        {
+            option.name: getattr(args, option.name)
+            for option in train_options()
+            if hasattr(args, option.name)
+        }
+    )
+    config = TrainConfig.from_dict(values)
+    config.validate()
+    return config
 
 
 def run_train(args) -> int:
+    config = train_config(args)
     from finetune.train import train
 
-    system_prompts = None
-    if args.system_prompts:
-        system_prompts = json.loads(args.system_prompts.read_text(encoding="utf-8"))
-    config = TrainConfig(
-        data=args.data,
-        preset=args.preset,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        gradient_checkpointing=args.gradient_checkpointing,
-        max_length=args.max_length,
-        packing=args.packing,
-        max_steps=args.max_steps,
-        categories=args.categories,
-        difficulties=args.difficulties,
-        eval_ratio=args.eval_ratio,
-        seed=args.seed,
-        strict=args.strict,
-        base_model=args.base_model,
-        quantization=args.quantization,
-        device=args.device,
-        lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=args.target_modules,
-        fp32_upcast=args.fp32_upcast,
-        neftune_alpha=args.neftune_alpha,
-        early_stopping_patience=args.early_stopping_patience,
-        eval_steps=args.eval_steps,
-        save_steps=args.save_steps,
-        logging_steps=args.logging_steps,
-        output_dir=args.output_dir,
-        run_name=args.run_name,
-        resume=args.resume,
-        keep_checkpoints=args.keep_checkpoints,
-        progress_bar=not args.no_progress,
-    )
-    if system_prompts is not None:
-        config.system_prompts = system_prompts
     result = train(config)
     print(f"adapter:     {result.final_model_path}")
     print(f"train loss:  {result.train_loss}")
@@ -414,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
@@ -422,13 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "bitsandbytes"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        return args.handler(args)
-    except DataError as error:
-        print(f"data error:\n{error}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return args.handler(args)  # bad data, options or paths: one line, exit 2 (cli_errors)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -4,6 +4,11 @@
 The job writes its conversations as chat JSONL next to the adapter, then calls
 `finetune.train.train(config, on_progress=...)`. When it succeeds the adapter folder
 (`final_model_path`) can be hot-swapped into the running chat with `load_trained`.
+
+The request's options are `finetune.config.TrainConfig`'s fields (`request_options()`, from
+which `api.schemas.TrainRequest` is built), all but those the server sets itself
+(`SERVER_CONTROLLED`). Every job is built from its own request only: nothing set by another
+endpoint carries over.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from finetune.config import Option, TrainConfig, train_options
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +68,20 @@ class TrainJob:
         return self.state in ("queued", "running")
 
 
-@dataclass
-class LoraDefaults:
-    """Recorded by `POST /api/chat/qlora/load`; used by the next training job."""
+# TrainConfig fields a request cannot set: the data (the request's conversations, written to a
+# file), category/difficulty filters (those conversations carry none), resuming from a server
+# folder, and the terminal progress bar. output_dir is the request's, checked by services.paths.
+SERVER_CONTROLLED = frozenset({"data", "categories", "difficulties", "resume", "progress_bar"})
 
-    lora_r: int | None = None
-    lora_alpha: int | None = None
-    lora_dropout: float | None = None
-    target_modules: list[str] | None = None
 
-    def overrides(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+def request_options() -> list[Option]:
+    """The TrainConfig fields a training request carries (`api.schemas.TrainRequest`)."""
+    return [option for option in train_options() if option.name not in SERVER_CONTROLLED]
+
+
+def training_option_names() -> frozenset[str]:
+    """Every TrainConfig field name (what `POST /api/chat/qlora/load` refuses to take)."""
+    return frozenset(option.name for option in train_options())
 
 
 def write_conversations(conversations: list[tuple[str, str]], path: Path) -> Path:
@@ -89,16 +99,17 @@ def write_conversations(conversations: list[tuple[str, str]], path: Path) -> Pat
     return path
 
 
-def build_config(data_path: Path, output_dir: Path, params: dict[str, Any]):
-    """A finetune TrainConfig from the request's parameters (API names such as
-    num_train_epochs are accepted) and the recorded LoRA defaults."""
-    from finetune.config import TrainConfig
-
+def build_config(data_path: Path, output_dir: Path, params: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from a request's options (TrainConfig field names; LoRA options included)
+    and the server-controlled values."""
+    controlled = sorted(set(params) & SERVER_CONTROLLED)
+    if controlled:
+        raise ValueError(f"{controlled[0]!r} is set by the server, not by a training request.")
     values = {
+        **params,
         "data": str(data_path),
         "output_dir": str(output_dir),
         "progress_bar": False,
-        **params,
     }
     config = TrainConfig.from_dict(values)
     config.validate()
@@ -109,7 +120,6 @@ class TrainingJobs:
     def __init__(self):
         self._jobs: dict[str, TrainJob] = {}
         self._lock = threading.Lock()
-        self.lora_defaults = LoraDefaults()
 
     def get(self, job_id: str) -> TrainJob:
         try:
@@ -134,9 +144,7 @@ class TrainingJobs:
                 )
             data_path = write_conversations(conversations, output_dir / "train_data.jsonl")
             try:
-                config = build_config(
-                    data_path, output_dir, {**self.lora_defaults.overrides(), **params}
-                )
+                config = build_config(data_path, output_dir, params)
             except ValueError as error:
                 raise InvalidTrainingRequestError(str(error)) from error
             job = TrainJob(job_id=uuid.uuid4().hex[:12], output_dir=str(output_dir))

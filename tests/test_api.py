@@ -76,10 +76,44 @@ def test_paths_outside_the_allowed_roots_are_refused(settings):
 
     inside = resolve_inside("run-1/final_model")
     assert inside == (settings.checkpoints_path / "run-1" / "final_model").resolve()
-    assert resolve_inside(settings.data_dir / "x").is_relative_to(settings.data_dir.resolve())
+    for elsewhere_in_data in ("corpus", "uploads", "adapters", "x"):  # only checkpoints
+        with pytest.raises(PathNotAllowedError):
+            resolve_inside(settings.data_dir / elsewhere_in_data)
     for bad in ("../../etc/passwd", "/etc", "run/../../../..", ""):
         with pytest.raises(PathNotAllowedError):
             resolve_inside(bad)
+
+
+def test_train_request_is_the_train_config_fields_a_request_may_set():
+    """The API's training request is generated from finetune's TrainConfig: the same fields
+    (but the server-controlled ones), defaults, choices and bounds, so they cannot drift."""
+    import dataclasses
+
+    from pydantic import ValidationError
+
+    from api.schemas import QLoRAStatus, TrainRequest
+    from finetune.config import TrainConfig
+    from services.jobs import SERVER_CONTROLLED
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(fields) >= SERVER_CONTROLLED
+    assert set(TrainRequest.model_fields) == (set(fields) - SERVER_CONTROLLED) | {"conversations"}
+    assert {"lora_r", "lora_alpha", "lora_dropout", "target_modules", "output_dir"} <= set(
+        TrainRequest.model_fields
+    )
+    defaults = TrainConfig()
+    request = TrainRequest(conversations=[{"prompt": "q", "response": "a"}])
+    for name in set(TrainRequest.model_fields) - {"conversations"}:
+        assert getattr(request, name) == getattr(defaults, name), name
+        if name not in ("output_dir", "run_name", "base_model"):  # API-specific descriptions
+            assert TrainRequest.model_fields[name].description == fields[name].metadata["help"]
+    schema = TrainRequest.model_json_schema()["properties"]
+    assert schema["lora_dropout"]["exclusiveMaximum"] == 1
+    assert schema["preset"]["enum"] == fields["preset"].metadata["choices"]
+    for bad in ({"num_train_epochs": 1}, {"lora_dropout": 1.5}, {"data": "/etc/passwd"}):
+        with pytest.raises(ValidationError):
+            TrainRequest(conversations=[{"prompt": "q", "response": "a"}], **bad)
+    assert "lora_defaults" not in QLoRAStatus.model_fields
 
 
 def test_feedback_store_exports_what_finetune_reads(tmp_path):
@@ -172,6 +206,15 @@ def test_paths_through_the_api_cannot_escape(client):
     assert response.status_code == 400, response.text
 
 
+def test_qlora_load_refuses_lora_options(client):
+    response = client.post("/api/chat/qlora/load", json={"model_name": "", "lora_r": 4})
+    assert response.status_code == 422, response.text
+    message = response.json()["detail"][0]["msg"]
+    assert "lora_r" in message and "send them with POST /api/chat/qlora/train" in message
+    response = client.post("/api/chat/qlora/load", json={"target_modules": ["q_proj"]})
+    assert response.status_code == 422 and "POST /api/chat/qlora/train" in response.text
+
+
 def test_unknown_things_are_404(client, settings):
     assert client.get("/api/chat/qlora/train/nope").status_code == 404
     assert client.delete("/api/documents/no-such-file.pdf").status_code == 404
@@ -218,7 +261,18 @@ def test_api_key_guards_api_and_v1_but_not_health(client, api_key):
         client.get("/api/documents", headers={"Authorization": f"Bearer {api_key}"}).status_code
         == 200
     )
-    assert client.get("/").status_code == 200  # the chat UI is not behind the key
+    # The chat is behind the key too (it was not: the bug): a login page, the key its password.
+    from core.settings import get_settings
+    from ui.auth import install_chat_login
+
+    assert install_chat_login()
+    try:
+        assert client.get("/auth/config").json()["requireLogin"] is True
+        assert client.post("/login", data={"username": "u", "password": "no"}).status_code == 401
+        assert client.post("/login", data={"username": "u", "password": api_key}).status_code == 200
+    finally:
+        get_settings().api_key = None
+        assert not install_chat_login()
 
 
 def test_documents_upload_list_delete(client, settings, tmp_path):
@@ -361,8 +415,8 @@ def wait_for_job(client, job_id: str, timeout: float = 400) -> dict:
 
 
 def test_qlora_service_lifecycle(client, assistant, chat_model, settings):
-    """train (202, 409 while running, progress) -> load_trained (hot swap) -> chat ->
-    unload -> 409 -> load (records the LoRA defaults)."""
+    """train (202, 409 while running, progress; the LoRA options in the request) ->
+    load_trained (hot swap) -> chat -> unload -> 409 -> load (a base model, nothing else)."""
     conversations = [
         {
             "prompt": "What does § 15.5 require?",
@@ -380,10 +434,14 @@ def test_qlora_service_lifecycle(client, assistant, chat_model, settings):
     body = {
         "conversations": conversations,
         "output_dir": "api-test-run",
-        "num_train_epochs": 1,
-        "per_device_train_batch_size": 1,
+        "epochs": 1,
+        "batch_size": 1,
         "learning_rate": 1e-3,
         "max_steps": 2,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.1,
+        "target_modules": ["q_proj", "v_proj"],
     }
     response = client.post("/api/chat/qlora/train", json=body)
     assert response.status_code == 202, response.text
@@ -401,6 +459,12 @@ def test_qlora_service_lifecycle(client, assistant, chat_model, settings):
     final = Path(job["final_model_path"])
     assert final.is_relative_to(settings.checkpoints_path.resolve() / "api-test-run")
     assert (final / "adapter_config.json").is_file()
+    adapter_config = json.loads((final / "adapter_config.json").read_text())
+    assert (adapter_config["r"], adapter_config["lora_alpha"]) == (4, 8)
+    assert adapter_config["lora_dropout"] == 0.1
+    assert set(adapter_config["target_modules"]) == {"q_proj", "v_proj"}
+    arguments = json.loads((final / "training_info.json").read_text())["arguments"]
+    assert (arguments["epochs"], arguments["batch_size"], arguments["lora_r"]) == (1, 1, 4)
     assert client.get("/api/chat/qlora/status").json()["training"]["state"] == "succeeded"
 
     try:
@@ -426,21 +490,9 @@ def test_qlora_service_lifecycle(client, assistant, chat_model, settings):
     response = client.post("/api/chat/qlora/chat", json={"message": QUESTION})
     assert response.status_code == 409 and "load" in response.json()["detail"]
 
-    load = {
-        "model_name": "",
-        "lora_r": 4,
-        "lora_alpha": 8,
-        "lora_dropout": 0.1,
-        "target_modules": ["q_proj", "v_proj"],
-    }
-    status = client.post("/api/chat/qlora/load", json=load)
+    status = client.post("/api/chat/qlora/load", json={"model_name": ""})
     assert status.status_code == 200, status.text
     status = status.json()
     assert status["loaded"] and status["model_name"] == "SmolLM2-135M-Instruct"
-    assert status["lora_defaults"] == {
-        "lora_r": 4,
-        "lora_alpha": 8,
-        "lora_dropout": 0.1,
-        "target_modules": ["q_proj", "v_proj"],
-    }
+    assert "lora_defaults" not in status
     shutil.rmtree(settings.checkpoints_path / "api-test-run", ignore_errors=True)

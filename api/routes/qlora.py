@@ -65,20 +65,16 @@ def service_status() -> dict:
         "adapter": info.get("adapter"),
         "device": info.get("device"),
         "quantization": info.get("quantization"),
-        "lora_defaults": training_jobs.lora_defaults.overrides(),
         "training": job.to_dict() if job else None,
     }
 
 
 @router.post("/load", response_model=QLoRAStatus, summary="Load a base model")
 def load(body: QLoRALoadRequest):
-    """Loads the base model into the chat (replacing the current one). The LoRA
-    parameters are recorded as the defaults of the next training job."""
+    """Loads the base model into the chat (replacing the current one). It sets nothing for
+    training: LoRA options sent here are a 422; send them with `POST /api/chat/qlora/train`."""
     name = check_model_name(body.model_name)
     conversation.assistant().load(model_name=name or None)
-    defaults = training_jobs.lora_defaults
-    defaults.lora_r, defaults.lora_alpha = body.lora_r, body.lora_alpha
-    defaults.lora_dropout, defaults.target_modules = body.lora_dropout, body.target_modules
     return service_status()
 
 
@@ -128,19 +124,16 @@ def qlora_chat(
     summary="Start a QLoRA training job in the background",
 )
 def start_training(body: TrainRequest):
-    """409 while another job runs. Poll `GET /api/chat/qlora/train/{job_id}`; when it has
-    succeeded, `POST /api/chat/qlora/load_trained?adapter_path=<final_model_path>`."""
+    """The body carries the conversations and any TrainConfig option (`finetune train`'s,
+    LoRA r/alpha/dropout/target modules included; unset: the preset's values and the
+    defaults). 409 while another job runs. Poll `GET /api/chat/qlora/train/{job_id}`; when it
+    has succeeded, `POST /api/chat/qlora/load_trained?adapter_path=<final_model_path>`."""
     settings = get_settings()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    output_dir = resolve_inside(body.output_dir or f"api-{stamp}", settings=settings)
-    params = {
-        "num_train_epochs": body.num_train_epochs,
-        "per_device_train_batch_size": body.per_device_train_batch_size,
-        "learning_rate": body.learning_rate,
-    }
-    if body.max_steps is not None:
-        params["max_steps"] = body.max_steps
-    base = body.base_model_name
+    folder = body.output_dir or body.run_name or f"api-{stamp}"
+    output_dir = resolve_inside(folder, settings=settings)
+    params = body.model_dump(exclude_unset=True, exclude={"conversations", "output_dir"})
+    base = params.get("base_model")
     if base is None and conversation.assistant().loaded:
         base = conversation.assistant().status().get("model_name")
     if base:
