@@ -1,211 +1,67 @@
 """The local chat model: a (quantized) Hugging Face causal LM as a LangChain chat model.
 
-LoRA adapters attach, swap and detach on the loaded base without reloading it, so a
-running server can switch to a freshly trained adapter. Generation runs `model.generate`
-in a worker thread and streams text token by token; one generation runs at a time per
-model (the worker holds the model's lock for the whole `generate`), so concurrent callers
-wait their turn.
+    chat = QLoRAChatModel()                                   # the default model, settings' defaults
+    chat = QLoRAChatModel(model="path/or/hub-id", adapter="data/checkpoints/run/final_model",
+                          quantization="4bit", device="cuda", max_tokens=128, temperature=0.0,
+                          top_p=0.9, stop=["\\n\\nQuestion:"], timeout=30)
+    chat.invoke("What does Part 15 cover?"); chat.stream(...); await chat.ainvoke(...)
+
+Built like LangChain's own integrations: the standard parameters are fields, checked by
+`langchain-tests`' standard suites (tests/test_langchain_standard.py). The pieces live
+beside it: `chains.generation` runs `generate` on a worker thread and streams its text,
+`chains.adapter_set` shares loaded bases between chat models and keeps each chat model's
+LoRA adapters (hot-swapped on the loaded base, no reload). A base is shared only while
+no adapter is attached to it; see `chains.adapter_set` for why and how.
+
+One generation runs at a time per base (the worker holds the model's lock for the whole
+`generate`), so concurrent callers wait their turn.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import contextlib
 import logging
 import queue
-import re
-import threading
-import time
-import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    ChatMessage,
-)
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, PrivateAttr
-from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
+from langchain_core.messages import AIMessageChunk, BaseMessage, ChatMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr
 
-from core.adapters import (
-    ADAPTER_CONFIG,
-    TRAINING_INFO,
-    adapter_chat_template,
-    adapter_name,
-    prompt_template,
-    read_json,
-    safe_adapter_name,
+from chains.adapter_set import BASES, AdapterError, AdapterSet
+from chains.generation import (
+    GenerationJob,
+    GenerationWorker,
+    StopText,
+    TokenStreamer,
+    aiter_text,
+    async_sink,
+    iter_text,
 )
-from core.modeling import GREEDY, LoadedModel, load_base_model
-from core.settings import get_settings
+from core.modeling import GREEDY
+from core.settings import Quantization, get_settings
+
+__all__ = [
+    "BASES",
+    "AdapterError",
+    "GenerationWorker",
+    "QLoRAChatModel",
+    "StopText",
+    "TokenStreamer",
+    "to_chat_dicts",
+]
 
 log = logging.getLogger(__name__)
 
-_ARCHITECTURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
-
-
-class AdapterError(ValueError):
-    """An adapter cannot be used with the loaded base model; the message says why and what to do."""
-
-
-# Streaming pieces -----------------------------------------------------------------------
-
-
-_END = object()
-
-
-class TokenStreamer(BaseStreamer):
-    """Hands decoded text to `sink` after every generated token.
-
-    transformers' `TextIteratorStreamer` holds text back until a word is complete; this one
-    decodes incrementally (a few tokens of left context, as text-generation-inference does)
-    so the first token reaches the caller one token earlier, and holds back only an
-    incomplete UTF-8 character. The prompt is skipped, special tokens are not shown.
-    """
-
-    def __init__(self, tokenizer: Any, sink: Callable[[Any], None]):
-        self.tokenizer = tokenizer
-        self.sink = sink
-        self.ids: list[int] = []
-        self.prefix_offset = 0
-        self.read_offset = 0
-        self.prompt_seen = False
-        self.first_token_at: float | None = None
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        self.ids.extend(value.reshape(-1).tolist())
-        decode = self.tokenizer.decode
-        prefix = decode(self.ids[self.prefix_offset : self.read_offset], skip_special_tokens=True)
-        text = decode(self.ids[self.prefix_offset :], skip_special_tokens=True)
-        if len(text) > len(prefix) and not text.endswith("\ufffd"):
-            self.sink(text[len(prefix) :])
-            self.prefix_offset = self.read_offset
-            self.read_offset = len(self.ids)
-
-    def end(self) -> None:
-        rest = self.tokenizer.decode(self.ids[self.prefix_offset :], skip_special_tokens=True)
-        prefix = self.tokenizer.decode(
-            self.ids[self.prefix_offset : self.read_offset], skip_special_tokens=True
-        )
-        if len(rest) > len(prefix):
-            self.sink(rest[len(prefix) :])
-        self.sink(_END)
-
-
-class StopText:
-    """Cuts streamed text at the first stop string, holding back a possible partial match."""
-
-    def __init__(self, stops: Sequence[str] | None):
-        self.stops = [s for s in stops or () if s]
-        self.pending = ""
-        self.hit = False
-
-    def feed(self, text: str) -> str:
-        if self.hit:
-            return ""
-        if not self.stops:
-            return text
-        self.pending += text
-        cut = min((i for s in self.stops if (i := self.pending.find(s)) >= 0), default=-1)
-        if cut >= 0:
-            self.hit = True
-            out, self.pending = self.pending[:cut], ""
-            return out
-        keep = max(
-            (k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])),
-            default=0,
-        )
-        out = self.pending[: len(self.pending) - keep]
-        self.pending = self.pending[len(out) :]
-        return out
-
-    def flush(self) -> str:
-        out, self.pending = ("" if self.hit else self.pending), ""
-        return out
-
-
-class _Interrupt(StoppingCriteria):
-    """Stops `generate` when the caller went away or a stop string appeared in the new text."""
-
-    def __init__(self, cancel: threading.Event, tokenizer: Any, stops: list[str], prompt_len: int):
-        self.cancel = cancel
-        self.tokenizer = tokenizer
-        self.stops = stops
-        self.prompt_len = prompt_len
-        # A token decodes to at least one character (bar special tokens), so this many
-        # trailing tokens always cover the longest stop string.
-        self.window = max((len(s) for s in stops), default=0) + 2
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        stop = self.cancel.is_set()
-        if not stop and self.stops:
-            start = max(self.prompt_len, input_ids.shape[1] - self.window)
-            tail = self.tokenizer.decode(input_ids[0, start:], skip_special_tokens=True)
-            stop = any(s in tail for s in self.stops)
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-
-GENERATION_PARAMS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty")
-
-
-class GenerationWorker:
-    """The one long-lived thread that runs `generate` for a model, first come first served.
-
-    Not a thread per call: CUDA libraries (cuBLAS, bitsandbytes) set up state per thread,
-    and a fresh thread for every generation decoded 2.7x slower than the main thread on an
-    H100 (bench/results/generation-cuda.md); a thread that lives on is as fast as the main one.
-    """
-
-    def __init__(self, name: str):
-        self.name = name
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-
-    def submit(self, work: Callable[[], None]) -> None:
-        with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, args=(self._jobs,), name=self.name, daemon=True
-                )
-                self._thread.start()
-        self._jobs.put(work)
-
-    @staticmethod
-    def _run(jobs: queue.SimpleQueue) -> None:  # holds the queue only, never the model
-        while True:
-            jobs.get()()
-
-
-@dataclass
-class _Job:
-    """One generation in flight: the worker thread and what it reports."""
-
-    prompt_tokens: int
-    max_new_tokens: int
-    cancel: threading.Event
-    streamer: TokenStreamer | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-    output_tokens: int = 0
-    started_at: float = field(default_factory=time.perf_counter)
-
-    def stop(self) -> None:
-        self.cancel.set()
+# What a call may override (`max_new_tokens` is the old name of `max_tokens`).
+GENERATION_PARAMS = ("max_tokens", "temperature", "top_p", "repetition_penalty", "timeout")
+_CALL_ALIASES = {"max_new_tokens": "max_tokens"}
 
 
 # Messages -------------------------------------------------------------------------------
@@ -227,36 +83,83 @@ def to_chat_dicts(messages: Sequence[BaseMessage | dict]) -> list[dict[str, str]
     return out
 
 
-def _text_of(content: Any) -> str:
-    return content if isinstance(content, str) else str(content)
+def _settings_default(name: str):
+    return lambda: getattr(get_settings(), name)
 
 
 # The chat model -------------------------------------------------------------------------
 
 
 class QLoRAChatModel(BaseChatModel):
-    """A local causal LM (4-bit NF4 on CUDA by default) with hot-swappable LoRA adapters."""
+    """A local causal LM (4-bit NF4 on CUDA by default) with hot-swappable LoRA adapters.
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    Constructing one loads the base (or takes it from `chains.adapter_set.BASES` when
+    another chat model already loaded it with the same path, quantization and device) and
+    attaches `adapter` if given. After construction `model_name`, `quantization` and
+    `device` hold what was resolved ("SmolLM2-135M-Instruct", "none", "cpu").
+    """
 
-    model_name: str = ""
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 0.9
-    repetition_penalty: float = 1.1
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True, extra="forbid")
 
-    _loaded: LoadedModel = PrivateAttr()
-    _base: Any = (
-        PrivateAttr()
-    )  # the transformers model (LoRA layers injected while adapters are loaded)
-    _peft: Any = PrivateAttr(default=None)  # the PeftModel wrapper once an adapter is loaded
-    _adapters: dict[str, dict] = PrivateAttr(default_factory=dict)  # name -> info
-    _active: str | None = PrivateAttr(default=None)
-    _lock: Any = PrivateAttr(default_factory=threading.Lock)
-    _worker: Any = PrivateAttr(default_factory=lambda: GenerationWorker("qlora-generate"))
-    _tokenizer_lock: Any = PrivateAttr(default_factory=threading.Lock)
+    model_name: str | None = Field(
+        default=None,
+        alias="model",
+        description="Base model: a local folder or a Hugging Face id; None: LOCAL_BASE_MODEL_PATH, "
+        "else the bundled SmolLM2-135M-Instruct.",
+    )
+    adapter: str | Path | None = Field(
+        default=None,
+        description="A LoRA adapter folder to attach at once; None: none (LOCAL_ADAPTER_PATH is "
+        "what services.Assistant passes here, not a default of the chat model).",
+    )
+    quantization: Quantization | None = Field(
+        default=None, description="auto | 4bit | 8bit | none; None: the QUANTIZATION setting."
+    )
+    device: str | None = Field(
+        default=None, description="auto | cpu | cuda | cuda:N; None: the DEVICE setting."
+    )
+    max_tokens: int = Field(
+        default_factory=_settings_default("max_new_tokens"),
+        ge=1,
+        validation_alias=AliasChoices("max_tokens", "max_new_tokens"),
+        description="Most tokens to generate (also accepted as max_new_tokens).",
+    )
+    temperature: float = Field(default_factory=_settings_default("temperature"), ge=0.0)
+    top_p: float = Field(default_factory=_settings_default("top_p"), gt=0.0, le=1.0)
+    repetition_penalty: float = Field(
+        default_factory=_settings_default("repetition_penalty"), gt=0.0
+    )
+    stop: list[str] | None = Field(
+        default=None, description="Stop strings for every call (a call's own `stop` replaces them)."
+    )
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Most seconds one generation may run (transformers' max_time); the text "
+        "so far is returned with finish_reason 'timeout'.",
+    )
+    max_retries: int | None = Field(
+        default=None,
+        ge=0,
+        description="Accepted for the standard interface; a local generation is not retried "
+        "(its failures do not go away on a second try).",
+    )
+    streaming: bool = False  # invoke() runs through the stream (tokens reach callbacks either way)
 
-    # Loading ------------------------------------------------------------------------
+    _adapter_set: AdapterSet = PrivateAttr()
+    _worker: GenerationWorker = PrivateAttr(
+        default_factory=lambda: GenerationWorker("qlora-generate")
+    )
+
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        self._adapter_set = AdapterSet(self.model_name, self.quantization, self.device)
+        loaded = self._adapter_set.loaded
+        self.model_name = loaded.name or Path(loaded.path).name
+        self.quantization = loaded.quantization
+        self.device = loaded.device
+        if self.adapter:
+            self.load_adapter(self.adapter)
 
     @classmethod
     def load(
@@ -267,249 +170,92 @@ class QLoRAChatModel(BaseChatModel):
         device: str | None = None,
         **gen_defaults: Any,
     ) -> QLoRAChatModel:
-        """Load the base model (default: settings / the bundled model) and optionally an adapter."""
-        settings = get_settings()
-        defaults = {name: getattr(settings, name) for name in GENERATION_PARAMS}
-        unknown = set(gen_defaults) - set(defaults)
-        if unknown:
-            raise TypeError(f"Unknown generation defaults: {', '.join(sorted(unknown))}")
-        loaded = load_base_model(base_model, quantization=quantization, device=device)
-        chat = cls(model_name=loaded.name or Path(loaded.path).name, **{**defaults, **gen_defaults})
-        chat._loaded = loaded
-        chat._base = loaded.model
-        if loaded.quantization == "4bit" and loaded.device == "cpu":
-            _keep_cpu_4bit_layout(loaded.model)
-        if adapter_path:
-            chat.load_adapter(adapter_path)
-        return chat
+        """`QLoRAChatModel(model=base_model, adapter=adapter_path, ...)` under its older name."""
+        return cls(
+            model=base_model,
+            adapter=adapter_path,
+            quantization=quantization,
+            device=device,
+            **gen_defaults,
+        )
+
+    # What is loaded -----------------------------------------------------------------
+
+    @property
+    def max_new_tokens(self) -> int:
+        """The older name of `max_tokens`."""
+        return self.max_tokens
+
+    @max_new_tokens.setter
+    def max_new_tokens(self, value: int) -> None:
+        self.max_tokens = value
 
     @property
     def tokenizer(self) -> Any:
-        return self._loaded.tokenizer
+        return self._adapter_set.base.tokenizer
 
     @property
     def model(self) -> Any:
-        """What `generate` runs on: the PeftModel while adapters are loaded, else the base."""
-        return self._peft if self._peft is not None else self._base
-
-    @property
-    def device(self) -> str:
-        return self._loaded.device
+        """The transformers model `generate` runs on: the PeftModel while adapters are
+        attached, else the base. (The `model=` argument is the base's name: `model_name`.)"""
+        return self._adapter_set.model
 
     @property
     def context_window(self) -> int:
-        config = self._base.config
+        config = self._adapter_set.base.model.config
         limit = getattr(config, "max_position_embeddings", None) or get_settings().context_window
         return min(get_settings().context_window, int(limit))
 
     @property
     def active_adapter(self) -> str | None:
-        return self._active
+        return self._adapter_set.active
 
     @property
     def adapters(self) -> dict[str, dict]:
         return {name: dict(info) for name, info in self._adapters.items()}
 
+    @property
+    def _adapters(self) -> dict[str, dict]:
+        return self._adapter_set.adapters
+
+    @property
+    def _peft(self) -> Any:
+        return self._adapter_set.peft
+
     def info(self) -> dict[str, Any]:
-        adapter = self._adapters.get(self._active) if self._active else None
+        loaded = self._adapter_set.loaded
+        adapter = self._adapter_set.active_info
         return {
             "model": self.model_name,
-            "model_path": self._loaded.path,
+            "model_path": loaded.path,
             "adapter": adapter["path"] if adapter else None,
-            "adapter_name": self._active,
+            "adapter_name": self.active_adapter,
             "adapters": sorted(self._adapters),
-            "device": self._loaded.device,
-            "quantization": self._loaded.quantization,
-            "dtype": self._loaded.dtype,
+            "device": loaded.device,
+            "quantization": loaded.quantization,
+            "dtype": loaded.dtype,
             "context_window": self.context_window,
+            "base_shared": self._adapter_set.base.shared,
         }
 
     # Adapters -----------------------------------------------------------------------
 
     def load_adapter(self, path: str | Path, name: str | None = None, activate: bool = True) -> str:
         """Attach the LoRA adapter saved in `path` (reloading it if `name` is taken); return its name."""
-        folder = Path(path).expanduser().resolve()
-        config_file = folder / ADAPTER_CONFIG
-        if not config_file.is_file():
-            raise AdapterError(
-                f"{folder} holds no {ADAPTER_CONFIG}: point at an adapter folder saved by "
-                "`python -m finetune train` (its `final_model/`) or by PEFT's save_pretrained."
-            )
-        config = json.loads(config_file.read_text())
-        name = safe_adapter_name(name) if name else adapter_name(folder)
-        self._check_adapter_base(folder, config)
-        self._check_adapter_shapes(folder)
-        template_matches = self._check_adapter_template(folder)
-        with self._lock:
-            if name in self._adapters:
-                self._delete_adapter(name)
-            self._attach(folder, name, config)
-            self._adapters[name] = {
-                "name": name,
-                "path": str(folder),
-                "base_model": config.get("base_model_name_or_path"),
-                "rank": config.get("r"),
-                "template_matches": template_matches,
-                "training_info": read_json(folder / TRAINING_INFO),
-            }
-            if activate:
-                self._activate(name)
-            elif self._active is None:
-                self._activate(None)
-        log.info("Loaded adapter %r from %s", name, folder)
-        return name
+        return self._adapter_set.load(path, name=name, activate=activate)
 
     def set_adapter(self, name: str | None) -> None:
         """Make a loaded adapter active, or None to run the bare base model."""
-        if name is not None and name not in self._adapters:
-            raise AdapterError(
-                f"No adapter named {name!r} is loaded (loaded: {', '.join(self._adapters) or 'none'})."
-            )
-        with self._lock:
-            self._activate(name)
+        self._adapter_set.set_active(name)
 
     def unload_adapter(self, name: str) -> None:
         """Remove a loaded adapter; the base model is untouched."""
-        if name not in self._adapters:
-            raise AdapterError(f"No adapter named {name!r} is loaded.")
-        with self._lock:
-            self._delete_adapter(name)
-
-    def _attach(self, folder: Path, name: str, config: dict) -> None:
-        from peft import PeftModel
-
-        try:
-            if self._peft is None:
-                self._peft = PeftModel.from_pretrained(self._base, str(folder), adapter_name=name)
-            else:
-                self._peft.load_adapter(str(folder), adapter_name=name)
-            self._peft.eval()
-        except (RuntimeError, ValueError, KeyError, OSError) as error:
-            self._clean_failed_attach(name)
-            raise AdapterError(
-                f"Adapter {folder} does not fit the loaded base model {self._loaded.path} "
-                f"(it was trained on {config.get('base_model_name_or_path') or 'an unrecorded base'}): "
-                f"{error}"
-            ) from error
-
-    def _clean_failed_attach(self, name: str) -> None:
-        if self._peft is not None and self._adapters:
-            if name in self._peft.peft_config:
-                self._peft.delete_adapter(name)
-            self._activate(self._active if self._active in self._adapters else None)
-            return
-        _strip_tuner_layers(self._base)
-        self._peft = None
-
-    def _activate(self, name: str | None) -> None:
-        if name is not None:
-            self._peft.set_adapter(name)
-        self._active = name
-
-    def _delete_adapter(self, name: str) -> None:
-        del self._adapters[name]
-        if not self._adapters:
-            # The last one: take the LoRA layers out so the base runs exactly as loaded.
-            self._base = self._peft.unload()
-            self._base.__dict__.pop("peft_config", None)
-            self._peft = None
-            self._active = None
-            return
-        self._peft.delete_adapter(name)
-        if self._active == name:
-            self._active = None
-        if self._active is not None:
-            self._peft.set_adapter(self._active)
-
-    def _adapter_context(self):
-        """Run the bare base while no adapter is active (LoRA layers bypassed)."""
-        if self._peft is not None and self._active is None:
-            return self._peft.disable_adapter()
-        return nullcontext()
-
-    def _check_adapter_base(self, folder: Path, config: dict) -> None:
-        recorded = config.get("base_model_name_or_path") or ""
-        if not recorded:
-            log.warning(
-                "Adapter %s records no base model; it cannot be checked against the base.", folder
-            )
-            return
-        recorded_dir = Path(recorded).expanduser()
-        if (recorded_dir / "config.json").is_file():
-            theirs = json.loads((recorded_dir / "config.json").read_text())
-            ours = self._base.config
-            differing = [
-                k for k in _ARCHITECTURE_KEYS if k in theirs and theirs[k] != getattr(ours, k, None)
-            ]
-            if differing:
-                raise AdapterError(
-                    f"Adapter {folder} was trained on {recorded}, which differs from the loaded base "
-                    f"{self._loaded.path} in {', '.join(differing)}. Load the adapter's base model "
-                    "(LOCAL_BASE_MODEL_PATH) or pick an adapter trained on this one."
-                )
-            return
-        names = {_model_stem(self._loaded.path), _model_stem(self._loaded.name)}
-        if _model_stem(recorded) not in names:
-            log.warning(
-                "Adapter %s was trained on %r and the loaded base is %r; the names differ and %r is "
-                "not on this machine, so only the weight shapes can be checked.",
-                folder,
-                recorded,
-                self._loaded.path,
-                recorded,
-            )
-
-    def _check_adapter_shapes(self, folder: Path) -> None:
-        """Compare the LoRA matrices' shapes with the base model's layers before touching it."""
-        weights = folder / "adapter_model.safetensors"
-        if not weights.is_file():
-            return
-        from safetensors import safe_open
-
-        modules = dict(self._base.named_modules())
-        with safe_open(str(weights), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
-                match = re.match(r"(?:base_model\.model\.)?(.+)\.lora_([AB])\.weight$", key)
-                if not match:
-                    continue
-                module_name, which = match.groups()
-                module = modules.get(module_name)
-                if module is not None and hasattr(module, "get_base_layer"):
-                    module = module.get_base_layer()
-                shape = handle.get_slice(key).get_shape()
-                expected_dim = getattr(
-                    module, "in_features" if which == "A" else "out_features", None
-                )
-                actual_dim = shape[1] if which == "A" else shape[0]
-                if module is None or (expected_dim is not None and expected_dim != actual_dim):
-                    raise AdapterError(
-                        f"Adapter {folder} does not fit the loaded base model {self._loaded.path}: "
-                        f"{key} has shape {list(shape)}, the base has "
-                        f"{'no layer ' + module_name if module is None else f'{expected_dim} features'}. "
-                        "Load the base model the adapter was trained on."
-                    )
-
-    def _check_adapter_template(self, folder: Path) -> bool | None:
-        """Warn when the adapter was trained with another chat template than the one in use."""
-        template = adapter_chat_template(folder)
-        if template is None:
-            return None
-        ours = self.tokenizer.chat_template or ""
-        if template.strip() == ours.strip():
-            return True
-        message = (
-            f"Adapter {folder} was trained with a different chat template than the base tokenizer's; "
-            "it is prompted with its own template while active (core.adapters.prompt_template), "
-            "so the base and the adapter see differently formatted prompts."
-        )
-        warnings.warn(message, stacklevel=3)
-        log.warning(message)
-        return False
+        self._adapter_set.unload(name)
 
     # Tokens -------------------------------------------------------------------------
 
     def count_tokens(self, text: str) -> int:
-        with self._tokenizer_lock:
+        with self._adapter_set.base.tokenizer_lock:
             return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def count_message_tokens(self, messages: Sequence[BaseMessage | dict]) -> int:
@@ -522,22 +268,18 @@ class QLoRAChatModel(BaseChatModel):
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Any = None) -> int:
         return self.count_message_tokens(messages)
 
-    def _chat_template(self) -> str | None:
-        """The active adapter's own template, else the base's (one policy: core.adapters)."""
-        adapter = self._adapters.get(self._active) if self._active else None
-        return prompt_template(adapter["path"] if adapter else None, self.tokenizer.chat_template)
-
     def _encode(self, messages: Sequence[BaseMessage | dict]) -> dict[str, torch.Tensor]:
-        with self._tokenizer_lock:
-            return self.tokenizer.apply_chat_template(
+        base = self._adapter_set.base
+        with base.tokenizer_lock:
+            return base.tokenizer.apply_chat_template(
                 to_chat_dicts(messages),
-                chat_template=self._chat_template(),
+                chat_template=self._adapter_set.chat_template(),
                 add_generation_prompt=True,
                 return_tensors="pt",
                 return_dict=True,
             )
 
-    # Generation ---------------------------------------------------------------------
+    # Parameters ---------------------------------------------------------------------
 
     @property
     def _llm_type(self) -> str:
@@ -545,23 +287,40 @@ class QLoRAChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "adapter": self._active, **self._generation_params()}
+        return {
+            "model_name": self.model_name,
+            "adapter": self.active_adapter,
+            **self._call_params(),
+        }
 
-    def _generation_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in GENERATION_PARAMS}
-
-    def generation_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        """The `model.generate` keyword arguments for these settings (temperature 0 = greedy)."""
-        params = self._generation_params()
+    def _call_params(self, **overrides: Any) -> dict[str, Any]:
+        """This model's generation parameters with a call's overrides (None: keep the default)."""
+        params = {name: getattr(self, name) for name in GENERATION_PARAMS}
+        for alias, name in _CALL_ALIASES.items():
+            value = overrides.pop(alias, None)
+            if overrides.get(name) is None:
+                overrides[name] = value
+        if "model" in overrides:
+            raise TypeError(
+                "A local chat model serves the base it loaded: create another "
+                "QLoRAChatModel(model=...) instead of passing model= per call."
+            )
         unknown = set(overrides) - set(params)
         if unknown:
             raise TypeError(f"Unknown generation arguments: {', '.join(sorted(unknown))}")
         params.update({k: v for k, v in overrides.items() if v is not None})
+        return params
+
+    def generation_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """The `model.generate` keyword arguments for these settings (temperature 0 = greedy)."""
+        params = self._call_params(**overrides)
         kwargs: dict[str, Any] = {
-            "max_new_tokens": int(params["max_new_tokens"]),
+            "max_new_tokens": int(params["max_tokens"]),
             "repetition_penalty": float(params["repetition_penalty"]),
             "pad_token_id": self.tokenizer.pad_token_id,
         }
+        if params["timeout"] is not None:
+            kwargs["max_time"] = float(params["timeout"])
         if float(params["temperature"]) <= 0:
             kwargs.update(GREEDY)
         else:
@@ -572,14 +331,32 @@ class QLoRAChatModel(BaseChatModel):
             )
         return kwargs
 
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        model = kwargs.get("model")
+        params = LangSmithParams(
+            ls_provider="huggingface",
+            ls_model_name=model if isinstance(model, str) else self.model_name or "",
+            ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+        )
+        max_tokens = kwargs.get("max_tokens") or kwargs.get("max_new_tokens") or self.max_tokens
+        if max_tokens:
+            params["ls_max_tokens"] = max_tokens
+        stops = stop if stop is not None else self.stop
+        if stops:
+            params["ls_stop"] = stops
+        return params
+
+    # Generation ---------------------------------------------------------------------
+
     def _start(
         self,
         messages: Sequence[BaseMessage | dict],
         stop: list[str] | None,
-        sink: Callable[[Any], None],
+        sink: Any,
         **overrides: Any,
-    ) -> _Job:
-        """Start `generate` in a worker thread that waits for the model's lock; text goes to `sink`."""
+    ) -> GenerationJob:
+        """Queue `generate` on the worker thread (it waits for the model); text goes to `sink`."""
         inputs = self._encode(messages)
         kwargs = self.generation_kwargs(**overrides)
         prompt_tokens = int(inputs["input_ids"].shape[1])
@@ -597,55 +374,34 @@ class QLoRAChatModel(BaseChatModel):
                 room,
             )
             kwargs["max_new_tokens"] = room
-        job = _Job(prompt_tokens, kwargs["max_new_tokens"], threading.Event())
-        job.streamer = TokenStreamer(self.tokenizer, sink)
-        criteria = StoppingCriteriaList(
-            [_Interrupt(job.cancel, self.tokenizer, list(stop or []), prompt_tokens)]
+
+        def generate(model: Any, streamer: TokenStreamer, criteria: Any) -> torch.Tensor:
+            device_inputs = {k: v.to(model.device) for k, v in inputs.items()}
+            with torch.inference_mode():
+                return model.generate(
+                    **device_inputs, **kwargs, streamer=streamer, stopping_criteria=criteria
+                )
+
+        return self._worker.start(
+            tokenizer=self.tokenizer,
+            prompt_tokens=prompt_tokens,
+            max_new_tokens=kwargs["max_new_tokens"],
+            stop=self.stop if stop is None else stop,
+            sink=sink,
+            hold=self._adapter_set.hold,
+            generate=generate,
+            timeout=kwargs.get("max_time"),
         )
 
-        def work() -> None:
-            try:
-                with self._lock:
-                    if job.cancel.is_set():
-                        sink(_END)
-                        return
-                    model = self.model
-                    device_inputs = {k: v.to(model.device) for k, v in inputs.items()}
-                    with self._adapter_context(), torch.inference_mode():
-                        output = model.generate(
-                            **device_inputs,
-                            **kwargs,
-                            streamer=job.streamer,
-                            stopping_criteria=criteria,
-                        )
-                    job.output_tokens = int(output.shape[1]) - prompt_tokens
-            except BaseException as error:  # handed to the caller, raised in its thread
-                sink(error)
-            finally:
-                job.done.set()
-
-        self._worker.submit(work)
-        return job
-
-    def _finish_chunk(self, job: _Job, stop_text: StopText) -> ChatGenerationChunk:
-        job.done.wait()
-        finish = "stop" if stop_text.hit or job.output_tokens < job.max_new_tokens else "length"
-        usage = {
-            "input_tokens": job.prompt_tokens,
-            "output_tokens": job.output_tokens,
-            "total_tokens": job.prompt_tokens + job.output_tokens,
-        }
+    def _last_chunk(self, job: GenerationJob) -> ChatGenerationChunk:
+        """The closing chunk: no text, the usage and why the generation ended."""
         return ChatGenerationChunk(
-            message=AIMessageChunk(
-                content=stop_text.flush(), usage_metadata=usage, chunk_position="last"
-            ),
+            message=AIMessageChunk(content="", usage_metadata=job.usage, chunk_position="last"),
             generation_info={
-                "finish_reason": finish,
+                "finish_reason": job.finish_reason,
                 "model_name": self.model_name,
-                "adapter": self._active,
-                "first_token_s": (job.streamer.first_token_at - job.started_at)
-                if job.streamer.first_token_at
-                else None,
+                "adapter": self.active_adapter,
+                "first_token_s": job.first_token_s,
             },
         )
 
@@ -656,25 +412,16 @@ class QLoRAChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        items: queue.Queue = queue.Queue()
+        items: queue.SimpleQueue = queue.SimpleQueue()
         job = self._start(messages, stop, items.put, **kwargs)
-        stop_text = StopText(stop)
         try:
-            while (item := items.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                text = stop_text.feed(item)
-                if stop_text.hit:
-                    job.stop()
-                if text:
+            with contextlib.closing(iter_text(job, items.get)) as texts:
+                for text in texts:
                     chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
                     if run_manager:
                         run_manager.on_llm_new_token(text, chunk=chunk)
                     yield chunk
-            final = self._finish_chunk(job, stop_text)
-            if run_manager and final.text:
-                run_manager.on_llm_new_token(final.text, chunk=final)
-            yield final
+            yield self._last_chunk(job)
         finally:
             job.stop()  # a caller that stopped reading ends the generation early
 
@@ -685,30 +432,15 @@ class QLoRAChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue = asyncio.Queue()
-
-        def sink(item: Any) -> None:
-            loop.call_soon_threadsafe(items.put_nowait, item)
-
+        items, sink = async_sink()
         job = self._start(messages, stop, sink, **kwargs)
-        stop_text = StopText(stop)
         try:
-            while (item := await items.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                text = stop_text.feed(item)
-                if stop_text.hit:
-                    job.stop()
-                if text:
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-                    if run_manager:
-                        await run_manager.on_llm_new_token(text, chunk=chunk)
-                    yield chunk
-            final = await asyncio.to_thread(self._finish_chunk, job, stop_text)
-            if run_manager and final.text:
-                await run_manager.on_llm_new_token(final.text, chunk=final)
-            yield final
+            async for text in aiter_text(job, items):
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if run_manager:
+                    await run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+            yield self._last_chunk(job)
         finally:
             job.stop()
 
@@ -719,15 +451,8 @@ class QLoRAChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        chunks = list(self._stream(messages, stop=stop, run_manager=run_manager, **kwargs))
-        final = chunks[-1]
-        message = AIMessage(
-            content="".join(_text_of(c.message.content) for c in chunks),
-            usage_metadata=final.message.usage_metadata,
-            response_metadata=dict(final.generation_info or {}),
-        )
-        return ChatResult(
-            generations=[ChatGeneration(message=message, generation_info=final.generation_info)]
+        return generate_from_stream(
+            self._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
         )
 
     async def _agenerate(
@@ -737,48 +462,6 @@ class QLoRAChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        chunks = [
-            c async for c in self._astream(messages, stop=stop, run_manager=run_manager, **kwargs)
-        ]
-        final = chunks[-1]
-        message = AIMessage(
-            content="".join(_text_of(c.message.content) for c in chunks),
-            usage_metadata=final.message.usage_metadata,
-            response_metadata=dict(final.generation_info or {}),
+        return await agenerate_from_stream(
+            self._astream(messages, stop=stop, run_manager=run_manager, **kwargs)
         )
-        return ChatResult(
-            generations=[ChatGeneration(message=message, generation_info=final.generation_info)]
-        )
-
-
-# Helpers --------------------------------------------------------------------------------
-
-
-def _model_stem(name_or_path: str | None) -> str:
-    return Path(name_or_path or "").name.lower()
-
-
-def _keep_cpu_4bit_layout(model: torch.nn.Module) -> None:
-    """Stop bitsandbytes repacking 4-bit weights for its CPU bf16 kernel.
-
-    It repacks on the first forward and unpacks in `state_dict()` (which PEFT calls when an
-    adapter attaches); that round trip is lossy in bitsandbytes 0.50, so after attaching an
-    adapter the bare base no longer gave its earlier answers. Without the repacking the
-    4-bit weights stay as loaded and detaching an adapter restores the base exactly.
-    """
-    import bitsandbytes as bnb
-
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
-
-
-def _strip_tuner_layers(model: torch.nn.Module) -> None:
-    """Put back the base layers PEFT wrapped when an attach failed half-way."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for name, module in list(model.named_modules()):
-        if isinstance(module, BaseTunerLayer) and name:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, module.get_base_layer())

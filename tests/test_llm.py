@@ -1,15 +1,18 @@
-"""The chat model on the real default model: streaming, stop strings, adapters, concurrency."""
+"""The chat model on the real default model: streaming, stop strings, adapters, concurrency,
+the standard constructor arguments and the shared-base cache."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 
 import pytest
 import torch
 from langchain_core.callbacks import BaseCallbackHandler
 
-from chains.llm import AdapterError, StopText, to_chat_dicts
+from chains.generation import GenerationWorker, StopText
+from chains.llm import AdapterError, QLoRAChatModel, to_chat_dicts
 
 QUESTION = "What does the FCC regulate?"
 
@@ -222,8 +225,6 @@ def test_adapter_template_mismatch_warns(chat_model, random_adapter, tmp_path):
 
 def test_4bit_base_swaps_adapters_exactly(random_adapter):
     """QLoRA proper: NF4 base (bitsandbytes on CPU here), LoRA on top, detached = base again."""
-    from chains.llm import QLoRAChatModel
-
     qlora = QLoRAChatModel.load(quantization="4bit", max_new_tokens=8, temperature=0.0)
     assert qlora.info()["quantization"] == "4bit"
     base_answer = qlora.invoke(QUESTION).content
@@ -234,3 +235,91 @@ def test_4bit_base_swaps_adapters_exactly(random_adapter):
     qlora.unload_adapter(name)
     assert qlora.invoke(QUESTION).content == base_answer
     assert adapted != base_answer
+
+
+# Built like a LangChain integration -------------------------------------------------------
+
+
+def test_constructor_takes_the_standard_arguments():
+    chat = QLoRAChatModel(
+        max_tokens=6, temperature=0.0, top_p=0.9, stop=["\n"], timeout=30, max_retries=1
+    )
+    assert (chat.model_name, chat.device, chat.quantization) == (
+        "SmolLM2-135M-Instruct",
+        "cpu",
+        "none",
+    )
+    assert chat.max_new_tokens == 6 and chat.active_adapter is None
+    assert QLoRAChatModel(max_new_tokens=5).max_tokens == 5  # the older name still works
+
+    reply = chat.invoke(QUESTION)
+    assert 0 < reply.usage_metadata["output_tokens"] <= 6 and "\n" not in reply.content
+    assert reply.response_metadata["model_name"] == "SmolLM2-135M-Instruct"
+    assert chat.invoke(QUESTION, max_new_tokens=3).usage_metadata["output_tokens"] <= 3
+    assert chat.invoke(QUESTION, max_tokens=2).usage_metadata["output_tokens"] <= 2
+    assert chat._get_ls_params(stop=None)["ls_stop"] == ["\n"]
+
+    with pytest.raises(ValueError, match="max_token"):
+        QLoRAChatModel(max_token=3)  # a typo is an error, not ignored
+    with pytest.raises(TypeError, match="model="):
+        chat.invoke(QUESTION, model="another-model")
+    with pytest.raises(TypeError, match="Unknown generation arguments"):
+        chat.invoke(QUESTION, top_k=3)
+
+
+def test_timeout_cuts_the_generation():
+    slow = QLoRAChatModel(max_tokens=400, temperature=0.0, timeout=0.05)
+    reply = slow.invoke(QUESTION)
+    assert reply.response_metadata["finish_reason"] == "timeout"
+    assert reply.usage_metadata["output_tokens"] < 400
+
+
+def test_bare_chat_models_share_a_base_and_an_adapter_gets_its_own(random_adapter):
+    bare = QLoRAChatModel(max_tokens=16, temperature=0.0)
+    also_bare = QLoRAChatModel.load(max_new_tokens=16, temperature=0.0)
+    assert bare._adapter_set.base is also_bare._adapter_set.base  # loaded once
+    assert bare.info()["base_shared"]
+    base_answer = bare.invoke(QUESTION).content
+
+    # Attaching while others hold the base: a private copy, the shared one stays bare.
+    tuned = QLoRAChatModel.load(adapter_path=random_adapter, max_new_tokens=16, temperature=0.0)
+    assert tuned.active_adapter == "adapter0" and not tuned.info()["base_shared"]
+    assert tuned._adapter_set.base is not bare._adapter_set.base
+    assert tuned.invoke(QUESTION).content != base_answer
+    assert bare.invoke(QUESTION).content == base_answer
+    assert not any("lora" in n for n, _ in bare.model.named_modules())
+    newcomer = QLoRAChatModel(max_tokens=16, temperature=0.0)
+    assert newcomer._adapter_set.base is bare._adapter_set.base  # never the tuned one
+
+    tuned.unload_adapter("adapter0")
+    assert tuned.invoke(QUESTION).content == base_answer
+
+
+def test_sole_holder_keeps_its_base_and_dropped_bases_are_freed(random_adapter):
+    from chains.adapter_set import AdapterSet, BaseCache
+
+    cache = BaseCache()  # a cache of its own: no other chat model holds these bases
+    adapters = AdapterSet(cache=cache)
+    base = adapters.base
+    assert len(cache) == 1 and base.shared
+    name = adapters.load(random_adapter)
+    assert adapters.base is base and not base.shared and len(cache) == 0  # claimed in place
+    other = AdapterSet(cache=cache)
+    assert other.base is not base and other.base.shared  # a fresh load, never the private one
+    adapters.unload(name)
+
+    del adapters, other, base
+    gc.collect()
+    assert len(cache) == 0  # the cache holds bases weakly
+
+
+def test_worker_thread_ends_with_its_worker():
+    worker = GenerationWorker("test-worker")
+    done = threading.Event()
+    worker.submit(done.set)
+    assert done.wait(10)
+    thread = worker._thread
+    del worker
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
