@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field
+from langchain_core.runnables.config import run_in_executor
+from pydantic import ConfigDict, Field, model_validator
 from qdrant_client import QdrantClient, models
 
 from core.records import RetrievedChunk
@@ -319,24 +323,111 @@ class Retriever:
 
     # LangChain ---------------------------------------------------------------------------------
 
-    def as_langchain_retriever(self, search_type: str = "similarity", **search_kwargs: Any):
-        """A LangChain BaseRetriever; `search_type="mmr"` uses .mmr, else .search(**search_kwargs)."""
-        return ChunkRetriever(retriever=self, search_type=search_type, search_kwargs=search_kwargs)
+    def as_langchain_retriever(
+        self, search_type: str = "similarity", **search_kwargs: Any
+    ) -> ChunkRetriever:
+        """A LangChain BaseRetriever over this one; `search_type="mmr"` uses .mmr, else .search.
+
+        `search_kwargs` (k, mode, filters, score_threshold, fetch_k, lambda_mult) become the
+        retriever's defaults; each call may override them: `.invoke(query, k=1)`.
+        """
+        return ChunkRetriever(retriever=self, search_type=search_type, **search_kwargs)
+
+
+SEARCH_OPTIONS = ("k", "mode", "filters", "score_threshold", "fetch_k", "lambda_mult")
 
 
 class ChunkRetriever(BaseRetriever):
-    """LangChain retriever over a Retriever: Documents with chunk metadata, score, dense_score."""
+    """LangChain retriever over a Retriever: Documents with chunk metadata, score, dense_score.
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-    retriever: Any
-    search_type: str = "similarity"
-    search_kwargs: dict = Field(default_factory=dict)
+        ChunkRetriever(retriever=Retriever(), k=2, mode="bm25").invoke(query)
+        ChunkRetriever(retriever=Retriever()).invoke(query, k=1, filters={"part": "15"})
+
+    The search options are fields, and a call's keyword arguments override them for that
+    call. `search_kwargs={...}` (LangChain's VectorStoreRetriever spelling) fills the same
+    fields. `mode` applies to similarity search only (MMR ranks by the dense cosine).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    retriever: Any = Field(description="The Retriever to search (chains.retrieval.Retriever).")
+    search_type: Literal["similarity", "mmr"] = "similarity"
+    k: int | None = Field(default=None, ge=0, description="Documents to return; None: RETRIEVAL_K.")
+    mode: Literal["dense", "hybrid", "bm25"] | None = Field(
+        default=None, description="Similarity search mode; None: RETRIEVAL_MODE."
+    )
+    filters: dict[str, Any] | None = Field(
+        default=None, description=f"Metadata filters on {', '.join(FILTER_FIELDS)}."
+    )
+    score_threshold: float | None = Field(
+        default=None, description="Least dense cosine a chunk needs; None: no threshold."
+    )
+    fetch_k: int | None = Field(
+        default=None, ge=1, description="Candidates fetched before ranking."
+    )
+    lambda_mult: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="MMR: 1 relevance, 0 diversity."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unpack_search_kwargs(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "search_kwargs" in data:
+            data = dict(data)
+            data = {**(data.pop("search_kwargs") or {}), **data}
+        return data
+
+    @property
+    def search_kwargs(self) -> dict[str, Any]:
+        """The search options set on this retriever (the VectorStoreRetriever spelling)."""
+        return {
+            name: getattr(self, name) for name in SEARCH_OPTIONS if name in self.model_fields_set
+        }
+
+    def _options(self, overrides: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        unknown = set(overrides) - {*SEARCH_OPTIONS, "search_type"}
+        if unknown:
+            raise TypeError(
+                f"Unknown search option(s) {sorted(unknown)}; use {['search_type', *SEARCH_OPTIONS]}"
+            )
+        merged = self.model_copy(update=overrides) if overrides else self
+        search_type = merged.search_type
+        if search_type not in ("similarity", "mmr"):
+            raise ValueError(f"search_type must be 'similarity' or 'mmr', not {search_type!r}")
+        k = merged.k
+        if k is None:
+            k = getattr(getattr(self.retriever, "settings", None), "retrieval_k", 4)
+        options: dict[str, Any] = {
+            "k": k,
+            "filters": merged.filters,
+            "score_threshold": merged.score_threshold,
+        }
+        if search_type == "mmr":
+            options["lambda_mult"] = merged.lambda_mult
+            if merged.fetch_k is not None:
+                options["fetch_k"] = merged.fetch_k
+        else:
+            options["mode"] = merged.mode
+            options["fetch_k"] = merged.fetch_k
+        return search_type, options
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        if self.search_type == "mmr":
-            hits = self.retriever.mmr(query, **self.search_kwargs)
+        search_type, options = self._options(kwargs)
+        if search_type == "mmr":
+            hits = self.retriever.mmr(query, **options)
         else:
-            hits = self.retriever.search(query, **self.search_kwargs)
+            hits = self.retriever.search(query, **options)
         return [hit.to_document() for hit in hits]
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        return await run_in_executor(
+            None,
+            self._get_relevant_documents,
+            query,
+            run_manager=run_manager.get_sync(),
+            **kwargs,
+        )
