@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.adapters import find_adapters
+from core.models import ModelNotFoundError
 from core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -25,6 +26,24 @@ if TYPE_CHECKING:
     from chains.summarize import Summarizer
 
 log = logging.getLogger(__name__)
+
+
+class ModelLoadError(ValueError):
+    """A model could not be loaded (a broken folder, a config transformers cannot read);
+    the message says why. What was loaded before still serves."""
+
+
+def _raised_inside(error: Exception) -> Exception:
+    """The error a pydantic validator of the chat model raised (pydantic wraps it in a
+    ValidationError), else the error itself."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        for detail in error.errors():
+            inner = (detail.get("ctx") or {}).get("error")
+            if isinstance(inner, Exception):
+                return inner
+    return error
 
 
 class Assistant:
@@ -61,26 +80,43 @@ class Assistant:
         device: str | None = None,
         **gen_defaults: Any,
     ) -> dict[str, Any]:
-        """(Re)load the base model, optionally with an adapter; replaces what was loaded."""
-        from chains.llm import QLoRAChatModel
+        """(Re)load the base model, optionally with an adapter, and serve it instead of what
+        was loaded. The new model is built aside: the current one keeps serving meanwhile and
+        stays if the load fails (ModelNotFoundError, AdapterError or ModelLoadError, with the
+        reason). Both are in memory while the new one loads."""
+        from chains.llm import AdapterError, QLoRAChatModel
 
         with self._lock:
             self._loading = True
             try:
-                self._release()
-                self._llm = QLoRAChatModel.load(
+                new = QLoRAChatModel.load(
                     model_name,
                     adapter_path=adapter_path,
                     quantization=quantization,
                     device=device,
                     **gen_defaults,
                 )
-                self._last_error = None
-            except Exception as error:
-                self._last_error = str(error)
-                raise
+            except Exception as raised:
+                error = _raised_inside(raised)
+                if isinstance(error, ModelNotFoundError | AdapterError):
+                    self._last_error = str(error)
+                    raise error from None
+                # A broken folder (bad config.json, missing weights), an unknown architecture...
+                log.warning("Loading %r failed: %s", model_name or "the default model", error)
+                log.debug("Loading failed", exc_info=raised)
+                self._last_error = f"{type(error).__name__}: {error}"
+                kept = "; the model that was loaded still serves" if self._llm else ""
+                raise ModelLoadError(
+                    f"Could not load model {model_name or 'the default model'!r} "
+                    f"({type(error).__name__}: {error}){kept}."
+                ) from raised
             finally:
                 self._loading = False
+            previous, self._llm = self._llm, new
+            self._last_error = None
+            if previous is not None:
+                del previous
+                self._free_memory()
         return self.status()
 
     def unload(self) -> None:
@@ -102,6 +138,10 @@ class Assistant:
         if self._llm is None:
             return
         self._llm = None
+        self._free_memory()
+
+    @staticmethod
+    def _free_memory() -> None:
         gc.collect()
         try:
             import torch
