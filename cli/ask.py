@@ -19,6 +19,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from core.errors import cli_errors
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -190,6 +192,7 @@ def run_one(args) -> int:
     return 1 if result.error else 0
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.batch and not (args.question or "").strip():
@@ -198,13 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    from core.store import StoreUnavailableError, close_clients
+    from core.store import close_clients
 
-    try:
+    try:  # a missing model, a bad adapter, a locked store: one line, exit 2 (cli_errors)
         return run_batch(args) if args.batch else run_one(args)
-    except StoreUnavailableError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     finally:
         close_clients()
 

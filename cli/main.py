@@ -17,6 +17,8 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from core.errors import cli_errors
+
 # subcommand -> (module with main(argv), argv prefix, one-line help). Imported on use only:
 # `fcc-rag ingest` never loads torch's generation stack, `fcc-rag ask` never loads TRL.
 COMMANDS: dict[str, tuple[str, list[str], str]] = {
@@ -52,6 +54,7 @@ def entry(name: str) -> Callable[[list[str]], int]:
     return lambda argv: module.main([*prefix, *argv])
 
 
+@cli_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):

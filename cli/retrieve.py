@@ -13,6 +13,8 @@ import os
 import sys
 import textwrap
 
+from core.errors import cli_errors
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -69,6 +71,7 @@ def _print_hits(hits) -> None:
         print(textwrap.indent(textwrap.shorten(body, 400, placeholder=" ..."), "   "))
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from chains.retrieval import Retriever
     from core.settings import get_settings
-    from core.store import StoreUnavailableError, close_clients
+    from core.store import close_clients
 
     settings = get_settings()
     k = args.k or settings.retrieval_k
@@ -105,10 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             hits = retriever.search(
                 args.query, k=k, mode=args.mode, filters=filters, score_threshold=args.threshold
             )
-    except (StoreUnavailableError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    finally:
+    finally:  # a locked store, bad filters: one line, exit 2 (cli_errors)
         close_clients()
     if args.json:
         print(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False))

@@ -11,7 +11,8 @@ import json
 import logging
 import sys
 
-from chains.summarize import SourceNotFoundError, Summarizer
+from chains.summarize import Summarizer
+from core.errors import cli_errors
 
 # CLI ---------------------------------------------------------------------------------------
 
@@ -37,12 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    from core.store import StoreUnavailableError, close_clients
+    from core.store import close_clients
 
     try:
         if args.list:
@@ -63,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             result = summarizer.summarize_query(args.query, k=args.k)
         else:
             result = summarizer.summarize_source(args.source)
-    except (SourceNotFoundError, StoreUnavailableError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    finally:
+    finally:  # an unknown source, a missing model, a locked store: one line, exit 2
         close_clients()
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))

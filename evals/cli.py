@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.errors import cli_errors
 from core.settings import PROJECT_ROOT
 from evals.baseline import baseline_failures, baseline_profile, load_baseline, write_baseline
 from evals.runner import EvalOptions, default_out_dir, json_line, run_evaluation, write_outputs
@@ -23,7 +24,6 @@ from evals.schema import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_SEED,
     RETRIEVAL_MODES,
-    EvaluationError,
 )
 
 # CLI ---------------------------------------------------------------------------------------
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli_errors
 def main(argv: Sequence[str] | None = None, llm: Any = None) -> int:
     args = build_parser().parse_args(argv)
     options = EvalOptions(
@@ -118,11 +119,7 @@ def main(argv: Sequence[str] | None = None, llm: Any = None) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    try:
-        result = run_evaluation(options, llm=llm)
-    except EvaluationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    result = run_evaluation(options, llm=llm)  # EvaluationError: one line, exit 2 (cli_errors)
     for problem in result.problems:
         print(f"gold problem: {problem}", file=sys.stderr)
     out = args.out or default_out_dir()

@@ -8,8 +8,10 @@ import logging
 import os
 import sys
 
+from core.errors import EXIT_USER_ERROR, cli_errors
+
 EXIT_NOTHING_INGESTED = 1
-EXIT_STORE_UNUSABLE = 2
+EXIT_STORE_UNUSABLE = EXIT_USER_ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +46,7 @@ def _print_summary(report, collection: str) -> None:
         print(f"  ignored {len(report.ignored)} file(s) of unsupported types: {shown}")
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -59,18 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from core.settings import get_settings
-    from core.store import StoreUnavailableError, close_clients
+    from core.store import close_clients
     from ingest.pipeline import ingest_paths
 
     settings = get_settings()
     collection = args.collection or settings.collection_name
-    try:
+    try:  # a locked store, a missing embedding model: one line, exit 2 (cli_errors)
         report = ingest_paths(
             args.paths, collection=collection, recreate=args.recreate, progress=not args.json
         )
-    except StoreUnavailableError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_STORE_UNUSABLE
     finally:
         close_clients()  # the embedded store must close before interpreter shutdown
     if args.json:
