@@ -434,16 +434,21 @@ def _remove_vanished(files, scopes, stored, writer: _Writer, report: IngestRepor
 
 
 def delete_source(
-    source: str, collection: str | None = None, settings: Settings | None = None
+    source: str,
+    collection: str | None = None,
+    settings: Settings | None = None,
+    root: str | Path | None = None,
 ) -> int:
-    """Remove every chunk of `source` (in any root); return how many points were removed."""
+    """Remove the chunks of `source` under `root` (an ingest root as stored; None: in every
+    root); return how many points were removed. Files on disk are left alone."""
     settings = settings or get_settings()
     collection = collection or settings.collection_name
     client = get_client(settings)
     with _write_lock:
         if not client.collection_exists(collection):
             return 0
-        query_filter = metadata_filter(source=source)
+        root_key = Path(root).as_posix() if root is not None else None
+        query_filter = metadata_filter(source=source, root=root_key)
         count = client.count(collection, count_filter=query_filter, exact=True).count
         if count:
             client.delete(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from pathlib import Path
+from typing import BinaryIO
 
-from fastapi import APIRouter, Depends, File, HTTPException, UploadFile, status
+from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
+from fastapi.responses import JSONResponse
 
 from api.auth import require_api_key
 from api.schemas import DocumentOut
@@ -18,8 +18,8 @@ router = APIRouter(prefix="/api", tags=["documents"], dependencies=[Depends(requ
 MAX_FILES_PER_REQUEST = 20
 
 
-def _store_all(files: list[tuple[str, Path]]) -> list[Path]:
-    return [uploads.store_upload(name, temp) for name, temp in files]
+def _store_all(files: list[tuple[str, BinaryIO]]) -> list[uploads.StoredUpload]:
+    return [uploads.save_upload(name, handle) for name, handle in files]
 
 
 @router.post(
@@ -27,9 +27,11 @@ def _store_all(files: list[tuple[str, Path]]) -> list[Path]:
     summary="Upload and ingest documents",
     description=(
         f"Multipart upload, field `files` (one or more). Accepted: {uploads.accepted_types_text()}; "
-        "each at most MAX_UPLOAD_MB (413 otherwise; 415 for other types). Files are stored under "
-        "the uploads folder and ingested into the running collection; re-uploading an unchanged "
-        "file is a no-op. Returns the ingest report."
+        "each at most MAX_UPLOAD_MB: the body is counted as it arrives and refused with 413 "
+        "once it passes the limit (415 for other types). Files are stored under the uploads "
+        "folder and ingested into the running collection. Re-uploading an unchanged file is a "
+        "no-op; a file whose name is taken by a different document is stored as `name (2).ext` "
+        "(listed under `renamed`). Returns the ingest report."
     ),
 )
 async def ingest(
@@ -41,16 +43,16 @@ async def ingest(
     for upload in files:
         name = upload.filename or ""
         uploads.check_upload(name, upload.size)
-        checked.append((name, upload))
-    with tempfile.TemporaryDirectory(prefix="upload-") as tmp:
-        staged = []
-        for index, (name, upload) in enumerate(checked):
-            temp = Path(tmp) / str(index)
-            temp.write_bytes(await upload.read())
-            staged.append((name, temp))
-        stored = await asyncio.to_thread(_store_all, staged)
-    report = await asyncio.to_thread(uploads.ingest_files, stored)
-    return {**report.to_dict(), "stored": [p.name for p in stored]}
+        checked.append((name, upload.file))
+    # Copied to the uploads folder in chunks, in a worker thread (never on the event loop).
+    stored = await asyncio.to_thread(_store_all, checked)
+    report = await asyncio.to_thread(uploads.ingest_files, [s.path for s in stored])
+    renamed = [
+        {"uploaded": s.requested, "stored_as": s.path.name, "note": s.note()}
+        for s in stored
+        if s.renamed
+    ]
+    return {**report.to_dict(), "stored": [s.path.name for s in stored], "renamed": renamed}
 
 
 @router.get("/documents", response_model=list[DocumentOut], summary="Indexed documents")
@@ -58,12 +60,36 @@ def documents():
     return indexed.list_documents()
 
 
-@router.delete("/documents/{source:path}", summary="Remove a document from the index")
-def delete_document(source: str) -> dict:
-    removed = indexed.delete_document(source)
-    if not removed:
+@router.delete(
+    "/documents/{source:path}",
+    summary="Remove a document from the index",
+    responses={
+        404: {"description": "Not indexed (under that root)."},
+        409: {"description": "The name is indexed under several roots: give `root`."},
+    },
+)
+def delete_document(
+    source: str,
+    root: str | None = Query(
+        None,
+        description="The ingest root (as the 409 lists them), or `uploads` / `corpus`; "
+        "needed only when the name is indexed under several roots.",
+    ),
+) -> dict:
+    """Removes the document's chunks. An upload's stored file is deleted too; a corpus
+    document's file stays on disk (the response's `note` says so) and comes back on the next
+    ingest of the corpus unless it is removed from that folder."""
+    try:
+        removed = indexed.delete_document(source, root=root)
+    except indexed.AmbiguousDocumentError as error:
+        return JSONResponse(
+            {"detail": str(error), "source": source, "roots": error.roots},
+            status_code=status.HTTP_409_CONFLICT,
+        )
+    if removed is None:
+        where = f" under root {root!r}" if root else ""
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
-            f"No indexed document {source!r}; GET /api/documents lists them.",
+            f"No indexed document {source!r}{where}; GET /api/documents lists them.",
         )
-    return {"source": source, "chunks_removed": removed}
+    return removed.to_dict()
