@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -159,6 +160,8 @@ def _html_lines(soup) -> list[str]:
 
 
 def load_html(path: Path, data: bytes) -> LoadedFile:
+    # lxml's HTML parser (through BeautifulSoup) reads no DTD and expands no declared
+    # entities; only the predefined HTML ones become text.
     from bs4 import BeautifulSoup
 
     if _looks_binary(data):
@@ -190,10 +193,46 @@ def _docx_heading_level(paragraph) -> int | None:
     return min(int(match.group(1)), 6) if match else None
 
 
+# A DOCX is a zip: refuse archives that would inflate far beyond any real document before
+# python-docx reads every part into memory (zipfile never inflates a member past its
+# declared size, so the declared sizes are a real bound).
+DOCX_MAX_UNCOMPRESSED = 256 * 1024 * 1024
+DOCX_MAX_RATIO = 100  # uncompressed / compressed, over the whole archive ...
+DOCX_RATIO_FLOOR = 16 * 1024 * 1024  # ... once it inflates past this (small files vary widely)
+DOCX_MAX_MEMBERS = 10_000
+
+
+def check_docx_archive(data: bytes) -> None:
+    """Raise SkipFile for a zip bomb: too many members, too large once inflated, or a
+    compression ratio no real document has."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as error:
+        raise SkipFile(f"not a readable DOCX file (not a zip archive: {error})") from error
+    if len(members) > DOCX_MAX_MEMBERS:
+        raise SkipFile(
+            f"DOCX archive has {len(members)} parts (limit {DOCX_MAX_MEMBERS}); not ingested"
+        )
+    inflated = sum(member.file_size for member in members)
+    packed = sum(member.compress_size for member in members) or 1
+    if inflated > DOCX_MAX_UNCOMPRESSED:
+        raise SkipFile(
+            f"DOCX archive inflates to {inflated / 1024 / 1024:.0f} MB (limit "
+            f"{DOCX_MAX_UNCOMPRESSED // 1024 // 1024} MB): a possible zip bomb; not ingested"
+        )
+    if inflated > DOCX_RATIO_FLOOR and inflated / packed > DOCX_MAX_RATIO:
+        raise SkipFile(
+            f"DOCX archive compresses {inflated / packed:.0f}:1 (limit {DOCX_MAX_RATIO}:1): "
+            "a possible zip bomb; not ingested"
+        )
+
+
 def load_docx(path: Path, data: bytes) -> LoadedFile:
     import docx
     from docx.table import Table
 
+    check_docx_archive(data)
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as error:  # zipfile.BadZipFile, KeyError, lxml errors...
