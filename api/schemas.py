@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from services.jobs import request_options, training_option_names
 
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
+AnswerMode = Literal["verified", "extractive", "raw"]
 
 
 def _not_blank(value: str) -> str:
@@ -37,6 +38,11 @@ class GenerationOptions(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=4096, description="Max new tokens.")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy.")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
+    answer_mode: AnswerMode | None = Field(
+        None,
+        description="verified (default ANSWER_MODE): only sentences a cited passage supports; "
+        "extractive: verbatim quotes, no model call; raw: the model's text unverified.",
+    )
 
 
 class ChatRequest(GenerationOptions):
@@ -66,8 +72,12 @@ class SourceOut(BaseModel):
     section: str | None = Field(None, description="CFR section, e.g. 15.109.")
     heading: str | None = None
     score: float | None = None
-    text: str = Field(..., description="The retrieved chunk text.")
+    text: str = Field(..., description="The evidence passage (verbatim), as the model saw it.")
     cited: bool = Field(False, description="True if the answer cites [n].")
+    pinpoint: str | None = Field(None, description="Section and paragraph, e.g. § 97.215(c).")
+    paragraph: str | None = None
+    span: list[int] | None = Field(None, description="The passage's offsets in `context`.")
+    context: str | None = Field(None, description="The chunk the passage was cut from.")
 
 
 class ChatResponse(BaseModel):
@@ -82,6 +92,13 @@ class ChatResponse(BaseModel):
     standalone_question: str | None = None
     timings: dict[str, Any] = Field(default_factory=dict)
     usage: dict[str, Any] = Field(default_factory=dict)
+    answer_mode: str | None = None
+    dropped: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Draft sentences the verifier removed (no supporting passage), with why.",
+    )
+    fallback: bool = Field(False, description="The answer quotes passages verbatim.")
+    searched: dict[str, Any] = Field(default_factory=dict, description="What retrieval looked at.")
 
 
 # QLoRA service -----------------------------------------------------------------------------

@@ -183,7 +183,11 @@ class GenerationWorker:
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        weakref.finalize(self, self._jobs.put, None)  # lets the thread end with the worker
+        # The thread ends with the worker, but not at interpreter exit: a thread that ends
+        # while the interpreter finalizes runs torch's thread-local destructors against torn-
+        # down libraries ("terminate called without an active exception", exit code 134 in
+        # 2 of 5 `python -m chains.ask` runs); a daemon thread left blocked just ends with it.
+        weakref.finalize(self, self._jobs.put, None).atexit = False
 
     def submit(self, work: Callable[[], None]) -> None:
         with self._start_lock:

@@ -1,10 +1,11 @@
 """Every prompt the chains send, in one place.
 
-`build_rag_messages` is THE prompt format of a RAG answer: the chain uses it, and
-`finetune data from-corpus` imports it so an adapter trains on exactly what it will see.
-Change it here and retrain. The layout is tuned for small models: one worked example of
-the citation format, the numbered sources before the question, the instruction repeated
-after the question.
+`build_rag_messages` is THE prompt format of a RAG answer: numbered evidence passages
+(each with its pinpoint, e.g. `[1] (97.215.txt, § 97.215(c)) The transmitter power must not
+exceed 1 W.`), then the question. The chain uses it, and `finetune data from-corpus` imports
+it so an adapter trains on exactly what it will see. Change it here and retrain. The layout
+is tuned for small models: one worked example of the citation format, the numbered
+passages before the question, the instruction repeated after the question.
 """
 
 from __future__ import annotations
@@ -17,6 +18,32 @@ NO_ANSWER = (
     "Try rephrasing it, or add documents that cover it."
 )
 
+
+def no_answer(searched: Mapping[str, Any] | None = None) -> str:
+    """The abstention, saying what was searched (so the user can tell a gap from a miss)."""
+    if not searched:
+        return NO_ANSWER
+    text = f"{NO_ANSWER}\n\nSearched {searched.get('chunks', 0)} chunks"
+    if searched.get("collection"):
+        text += f" of the collection {searched['collection']!r}"
+    text += f" ({searched.get('mode', 'hybrid')} retrieval) for: {searched.get('query', '')!r}."
+    if searched.get("missing_references"):
+        text += " The indexed documents do not include " + ", ".join(searched["missing_references"])
+        text += "."
+    if searched.get("absent_terms"):
+        text += " None of the indexed documents mentions " + ", ".join(
+            repr(term) for term in searched["absent_terms"]
+        )
+        text += "."
+    closest = searched.get("closest") or []
+    if closest:
+        text += " Closest passages, below the relevance threshold: " + "; ".join(
+            f"{c['pinpoint']} ({c['score']:.2f})" for c in closest
+        )
+        text += "."
+    return text
+
+
 RAG_SYSTEM = (
     "You answer questions about FCC regulations using only the numbered sources you are given. "
     "After each fact, cite its source number in square brackets, like [1]. "
@@ -28,12 +55,14 @@ _EXAMPLE_SOURCES = [
         "n": 1,
         "source": "example.txt",
         "section": "1.1",
+        "pinpoint": "§ 1.1(a)",
         "text": "Visitors must sign in at the front desk.",
     },
     {
         "n": 2,
         "source": "example.txt",
         "section": "1.2",
+        "pinpoint": "§ 1.2(b)",
         "text": "The office is open from 9 a.m. to 5 p.m. on weekdays.",
     },
 ]
@@ -41,8 +70,10 @@ _EXAMPLE_QUESTION = "When is the office open?"
 _EXAMPLE_ANSWER = "The office is open from 9 a.m. to 5 p.m. on weekdays [2]."
 _ANSWER_INSTRUCTION = "Answer briefly from the sources above and cite the source number like [1]."
 
-# Stop strings for a RAG answer: the model starting a new prompt-like block instead of ending.
-RAG_STOP = ["\nSources:", "\nQuestion:"]
+# Stop strings for a RAG answer: the model starting a new prompt-like block instead of ending,
+# or a blank line: a short cited answer is one paragraph, and what a 135M model writes after
+# it is a loop (measured: bench/results/answers.md).
+RAG_STOP = ["\nSources:", "\nQuestion:", "\n\n"]
 
 
 def _get(source: Any, key: str, default: Any = None) -> Any:
@@ -52,22 +83,39 @@ def _get(source: Any, key: str, default: Any = None) -> Any:
 
 
 def source_header(
-    n: int, source: str | None, page: int | None = None, section: str | None = None
+    n: int,
+    source: str | None,
+    page: int | None = None,
+    section: str | None = None,
+    pinpoint: str | None = None,
 ) -> str:
-    """`[1] (kdb_447498.pdf, p. 3, § 15.109)`; absent parts are left out."""
+    """`[1] (kdb_447498.pdf, p. 3, § 15.109(a))`; absent parts are left out.
+
+    A pinpoint ("§ 97.313(b)") replaces the bare section; one that already names the file
+    and page (a PDF passage: "kdb_447498.pdf, p. 3") replaces those too.
+    """
     parts = [source or "unknown source"]
-    if page is not None:
+    if pinpoint and not pinpoint.startswith("§"):
+        parts = [pinpoint]
+    elif page is not None:
         parts.append(f"p. {page}")
-    if section:
+    if pinpoint and pinpoint.startswith("§"):
+        parts.append(pinpoint)
+    elif section and not pinpoint:
         parts.append(f"§ {section}")
     return f"[{n}] ({', '.join(parts)})"
 
 
 def format_source(source: Any, n: int | None = None) -> str:
-    """One numbered context entry; `source` has n, source, page, section, text (object or dict)."""
+    """One numbered context entry; `source` has n, source, page, section, text and optionally
+    pinpoint (object or dict)."""
     number = n if n is not None else _get(source, "n")
     header = source_header(
-        number, _get(source, "source"), _get(source, "page"), _get(source, "section")
+        number,
+        _get(source, "source"),
+        _get(source, "page"),
+        _get(source, "section"),
+        _get(source, "pinpoint"),
     )
     return f"{header} {' '.join(str(_get(source, 'text', '')).split())}"
 

@@ -1,14 +1,25 @@
-"""The RAG chain: condense -> retrieve -> numbered context that fits -> answer with [n] citations.
+"""The RAG chain: condense -> retrieve chunks -> evidence passages -> draft -> verify -> cite.
 
     chain = RagChain(llm, Retriever())
     result = chain.invoke("What is the power limit in § 15.247?")
     for kind, payload in chain.stream(question, history):  # ("retrieved", [Source]),
-        ...                                                   # ("token", str), ("done", RagResult)
+        ...       # ("draft", str) model tokens, ("token", str) answer text, ("done", RagResult)
 
-When no chunk clears the relevance threshold (SCORE_THRESHOLD, on the dense cosine) the
-model is not called and the result says the documents do not cover the question.
-The streamed tokens are the raw model output; the final `RagResult.answer` has citation
-markers that point at no listed source removed.
+Evidence, not chunks: retrieved chunks are cut into passages along the rule's own structure
+(`chains.evidence`: paragraphs (a), (b)(1), table rows, sentences), ranked against the
+question, and the best few are numbered with their pinpoints (`§ 97.215(c)`) for the model.
+
+Answer modes (ANSWER_MODE, or `answer_mode=` per call):
+- `verified` (default): the model drafts; `chains.verify` keeps only sentences a passage
+  supports (numbers with units included), attaches or corrects their `[n]`, lists the rest in
+  `dropped`, and quotes the best passage verbatim when nothing survives. Verified sentences
+  are streamed as they complete, so a user never sees text that is then taken back.
+- `extractive`: the best passages quoted verbatim, no model call.
+- `raw`: the model's text as generated (invalid markers removed), for comparison.
+
+When no passage clears the relevance threshold (PASSAGE_THRESHOLD, calibrated on the gold
+sets; chunks must also clear SCORE_THRESHOLD on the dense cosine) the model is not called and
+the answer says the documents do not cover the question, and what was searched.
 """
 
 from __future__ import annotations
@@ -22,12 +33,20 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from chains.citations import clean_citations
+from chains.evidence import Passage, passages_from_chunks, rank_passages
 from chains.prompts import (
-    NO_ANSWER,
     RAG_STOP,
     build_condense_messages,
     build_rag_messages,
     format_source,
+    no_answer,
+)
+from chains.verify import (
+    MAX_SENTENCE_CHARS,
+    Verification,
+    extractive_answer,
+    format_quote,
+    verify_answer,
 )
 from core.settings import Settings, get_settings
 from core.store import keyword_tokens
@@ -41,6 +60,18 @@ log = logging.getLogger(__name__)
 MIN_TRUNCATED_TOKENS = 32  # a cut chunk shorter than this is dropped instead
 CONDENSE_MAX_TOKENS = 48
 HISTORY_TURNS = 3  # turns of history the condensing prompt sees
+ANSWER_MODES = ("verified", "extractive", "raw")
+# A short cited answer: once this many sentences are verified the draft is not read further
+# (the 135M model loops after a few; each extra sentence costs decode time, not trust).
+MAX_VERIFIED_SENTENCES = 3
+MAX_QUESTION_CHARS = 2000  # longer questions are cut for retrieval and the prompt (and said so)
+CLOSEST_SHOWN = 3  # passages an abstention lists as "closest, below the threshold"
+# A sentence end in a growing draft: ".", "!" or "?" (with its [n]) before more text, or a newline.
+_SENTENCE_END = re.compile(r"[.!?](?:\s*\[[\d,\s\-–]+\])?(?=\s+\S)|\n")
+# "§ 97.313", "section 80.215", "97.313?": a question that only names a section.
+_SECTION_ONLY = re.compile(
+    r"^\s*(?:§{1,2}|sec(?:tion|\.)?)?\s*(\d{1,3}\.\d{1,4}[a-z]?)\s*[?.!]?\s*$", re.IGNORECASE
+)
 
 
 @dataclass
@@ -51,13 +82,35 @@ class Source:
     section: str | None
     heading: str | None
     score: float | None
-    text: str
+    text: str  # the passage quoted (verbatim; a table row with its header, a fragment with its lead-in)
     cited: bool = False
+    pinpoint: str | None = None  # "§ 97.215(c)"; "kdb_447498_rf_exposure.pdf, p. 3"
+    paragraph: str | None = None  # "(c)"
+    span: list[int] | None = None  # the passage's offsets in `context`
+    context: str | None = None  # the whole chunk the passage was cut from (for highlighting)
+    chunk_id: str | None = None
 
     @classmethod
     def from_chunk(cls, n: int, chunk: RetrievedChunk) -> Source:
         return cls(
             n, chunk.source, chunk.page, chunk.section, chunk.heading, chunk.score, chunk.text
+        )
+
+    @classmethod
+    def from_passage(cls, n: int, passage: Passage, chunk_text: str | None) -> Source:
+        return cls(
+            n,
+            passage.source,
+            passage.page,
+            passage.section,
+            passage.heading,
+            round(passage.score, 4),
+            passage.quote,
+            pinpoint=passage.pinpoint,
+            paragraph=passage.paragraph,
+            span=list(passage.span),
+            context=chunk_text,
+            chunk_id=passage.chunk_id,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,7 +129,16 @@ class RagResult:
         default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0}
     )
     error: str | None = None
-    truncated: bool = False  # lower-ranked chunks were cut or dropped to fit the context window
+    truncated: bool = False  # lower-ranked passages were cut or dropped to fit the context window
+    answer_mode: str = "verified"
+    draft: str | None = None  # what the model wrote (verified mode: before verification)
+    dropped: list[dict] = field(default_factory=list)  # draft sentences no passage supports
+    fallback: bool = False  # the answer quotes passages instead of the model's sentences
+    searched: dict[str, Any] = field(default_factory=dict)  # what retrieval looked at
+    finish_reason: str | None = None  # "stop" | "length" (the token limit cut the draft)
+    # The exact chat messages the model saw (None without a model call): feedback keeps them,
+    # so a fine-tuning export trains on the served prompt format.
+    messages: list[dict] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -96,11 +158,68 @@ class _Prepared:
     started: float
     timings: dict[str, float | None]
     usage: dict[str, int]
+    mode: str = "verified"
     error: str | None = None
+    searched: dict[str, Any] = field(default_factory=dict)
+    passages: list[Passage] = field(default_factory=list)  # numbered, as the sources show them
 
     @property
     def abstain(self) -> bool:
-        return self.error is None and self.messages is None
+        return self.error is None and not self.sources
+
+
+class _Answer:
+    """Turns the model's streamed draft into what the user gets, for one answer mode.
+
+    `feed` takes draft text and returns answer text to show now; `finish` returns the rest.
+    Verified mode shows a sentence only once it is complete and a passage supports it.
+    """
+
+    def __init__(self, prepared: _Prepared):
+        self.prepared = prepared
+        self.draft = ""
+        self.shown: list[str] = []  # verified sentences already shown, as shown
+        self.checked_upto = 0  # draft characters already verified as complete sentences
+        self.verification: Verification | None = None
+        self.enough = False  # verified mode: MAX_VERIFIED_SENTENCES reached, stop reading
+
+    def feed(self, text: str) -> str:
+        self.draft += text
+        if self.prepared.mode == "raw":
+            return text
+        complete = _complete_sentences(self.draft)
+        if len(self.draft) - len(complete) > MAX_SENTENCE_CHARS:
+            self.enough = True  # a run-on the verifier would drop anyway: stop decoding it
+        if len(complete) <= self.checked_upto:
+            return ""
+        self.checked_upto = len(complete)
+        return self._show(self._verify(complete), final=False)
+
+    def finish(self) -> str:
+        if self.prepared.mode == "raw":
+            return ""
+        return self._show(self._verify(self.draft), final=True)
+
+    def _verify(self, draft: str) -> Verification:
+        p = self.prepared
+        self.verification = verify_answer(p.standalone, draft, p.passages)
+        return self.verification
+
+    def _show(self, verification: Verification, final: bool) -> str:
+        if verification.fallback:  # nothing kept (yet): the quote only at the very end
+            return verification.answer if final and not self.shown else ""
+        pieces = [f"{s.text} [{s.n}]" for s in verification.sentences]
+        new = [piece for piece in pieces if piece not in self.shown]
+        lead = " " if self.shown and new else ""
+        self.shown += new
+        self.enough = self.enough or len(self.shown) >= MAX_VERIFIED_SENTENCES
+        return lead + " ".join(new)
+
+
+def _complete_sentences(draft: str) -> str:
+    """The draft up to its last sentence end followed by more text (the rest may grow)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(draft)]
+    return draft[: ends[-1]] if ends else ""
 
 
 class RagChain:
@@ -120,10 +239,11 @@ class RagChain:
         k: int | None = None,
         mode: str | None = None,
         filters: dict | None = None,
+        answer_mode: str | None = None,
         **gen: Any,
     ) -> RagResult:
         result = None
-        for kind, payload in self.stream(question, history, k, mode, filters, **gen):
+        for kind, payload in self.stream(question, history, k, mode, filters, answer_mode, **gen):
             if kind == "done":
                 result = payload
         return result
@@ -135,29 +255,40 @@ class RagChain:
         k: int | None = None,
         mode: str | None = None,
         filters: dict | None = None,
+        answer_mode: str | None = None,
         **gen: Any,
     ) -> Iterator[tuple[str, Any]]:
-        prepared = self._prepare(question, history, k, mode, filters, gen)
+        gen = self._generation(gen)
+        prepared = self._prepare(question, history, k, mode, filters, answer_mode, gen)
         yield "retrieved", prepared.sources
         if prepared.messages is None:
-            if prepared.abstain:
-                yield "token", NO_ANSWER
-            yield "done", self._finish(prepared, None)
+            yield from self._without_model(prepared)
             return
-        answer, generation_started, first_at = [], time.perf_counter(), None
+        answer, generation_started, first_at = _Answer(prepared), time.perf_counter(), None
+        finish = None
         try:
             for chunk in self.llm.stream(prepared.messages, stop=RAG_STOP, **gen):
-                if chunk.content:
-                    first_at = first_at or time.perf_counter()
-                    answer.append(chunk.content)
-                    yield "token", chunk.content
+                finish = (chunk.response_metadata or {}).get("finish_reason") or finish
                 if chunk.usage_metadata:
                     self._add_usage(prepared.usage, chunk.usage_metadata)
+                if chunk.content:
+                    yield "draft", chunk.content
+                    shown = answer.feed(chunk.content)
+                    if shown:
+                        first_at = first_at or time.perf_counter()
+                        yield "token", shown
+                    if answer.enough:
+                        finish = "stop"
+                        break
         except Exception as error:  # reported in the result, like every other failure
             log.exception("Generation failed")
             prepared.error = f"Generation failed: {error}"
+        rest = answer.finish() if prepared.error is None else ""
+        if rest:
+            first_at = first_at or time.perf_counter()
+            yield "token", rest
         self._time_generation(prepared, generation_started, first_at)
-        yield "done", self._finish(prepared, "".join(answer))
+        yield "done", self._finish(prepared, answer, finish)
 
     async def astream(
         self,
@@ -166,35 +297,58 @@ class RagChain:
         k: int | None = None,
         mode: str | None = None,
         filters: dict | None = None,
+        answer_mode: str | None = None,
         **gen: Any,
     ) -> AsyncIterator[tuple[str, Any]]:
-        prepared = await asyncio.to_thread(self._prepare, question, history, k, mode, filters, gen)
+        gen = self._generation(gen)
+        prepared = await asyncio.to_thread(
+            self._prepare, question, history, k, mode, filters, answer_mode, gen
+        )
         yield "retrieved", prepared.sources
         if prepared.messages is None:
-            if prepared.abstain:
-                yield "token", NO_ANSWER
-            yield "done", self._finish(prepared, None)
+            for event in self._without_model(prepared):
+                yield event
             return
-        answer, generation_started, first_at = [], time.perf_counter(), None
+        answer, generation_started, first_at = _Answer(prepared), time.perf_counter(), None
+        finish = None
         try:
             async for chunk in self.llm.astream(prepared.messages, stop=RAG_STOP, **gen):
-                if chunk.content:
-                    first_at = first_at or time.perf_counter()
-                    answer.append(chunk.content)
-                    yield "token", chunk.content
+                finish = (chunk.response_metadata or {}).get("finish_reason") or finish
                 if chunk.usage_metadata:
                     self._add_usage(prepared.usage, chunk.usage_metadata)
+                if chunk.content:
+                    yield "draft", chunk.content
+                    shown = await asyncio.to_thread(answer.feed, chunk.content)
+                    if shown:
+                        first_at = first_at or time.perf_counter()
+                        yield "token", shown
+                    if answer.enough:
+                        finish = "stop"
+                        break
         except Exception as error:
             log.exception("Generation failed")
             prepared.error = f"Generation failed: {error}"
+        rest = await asyncio.to_thread(answer.finish) if prepared.error is None else ""
+        if rest:
+            first_at = first_at or time.perf_counter()
+            yield "token", rest
         self._time_generation(prepared, generation_started, first_at)
-        yield "done", self._finish(prepared, "".join(answer))
+        yield "done", self._finish(prepared, answer, finish)
 
     async def ainvoke(
-        self, question: str, history=None, k=None, mode=None, filters=None, **gen
+        self,
+        question: str,
+        history=None,
+        k=None,
+        mode=None,
+        filters=None,
+        answer_mode=None,
+        **gen,
     ) -> RagResult:
         result = None
-        async for kind, payload in self.astream(question, history, k, mode, filters, **gen):
+        async for kind, payload in self.astream(
+            question, history, k, mode, filters, answer_mode, **gen
+        ):
             if kind == "done":
                 result = payload
         return result
@@ -207,18 +361,20 @@ class RagChain:
         filters: dict | None = None,
         score_threshold: float | None = None,
     ) -> RagResult:
-        """The sources the chain would use, without loading or calling the model."""
+        """The evidence passages the chain would use, without loading or calling the model."""
         started = time.perf_counter()
         result = RagResult(question=question, standalone_question=question, answer=None)
         try:
             chunks = self._retrieve(question, k, mode, filters, score_threshold)
+            passages, searched = self.select_passages(question, chunks, mode, filters)
         except Exception as error:
             log.exception("Retrieval failed")
             result.error = f"Retrieval failed: {error}"
-            chunks = []
+            passages, searched = [], {}
         elapsed = time.perf_counter() - started
-        result.sources = [Source.from_chunk(n, c) for n, c in enumerate(chunks, 1)]
-        result.abstained = not chunks and result.error is None
+        result.sources = self._number(passages, chunks if not result.error else [])
+        result.searched = searched
+        result.abstained = not result.sources and result.error is None
         result.timings = {"retrieve_s": elapsed, "first_token_s": None, "total_s": elapsed}
         return result
 
@@ -245,12 +401,71 @@ class RagChain:
                 return candidate, usage
         return heuristic_standalone(question, history), usage
 
-    def fit_context(
-        self, question: str, chunks: Sequence[RetrievedChunk], max_new_tokens: int
-    ) -> tuple[list[Source], list[dict], bool]:
-        """Number the chunks and keep, best first, what fits in the window after the answer.
+    def select_passages(
+        self,
+        question: str,
+        chunks: Sequence[RetrievedChunk],
+        mode: str | None = None,
+        filters: dict | None = None,
+    ) -> tuple[list[Passage], dict[str, Any]]:
+        """The best evidence passages for the question, or none when the best is too weak.
 
-        Returns (sources the model sees, messages, truncated). Lower-ranked chunks are cut
+        Returns (passages, what was searched). A question that only names a section gets
+        that section's passages in document order.
+        """
+        searched = {
+            "query": question,
+            "mode": mode or self.settings.retrieval_mode,
+            "collection": getattr(self.retriever, "collection", None),
+            "chunks": len(chunks),
+            "threshold": self.settings.passage_threshold,
+        }
+        named = _SECTION_ONLY.match(question)
+        if named:
+            section = named.group(1)
+            own = [c for c in chunks if c.section == section]
+            if not own:
+                own = self.retriever.search(
+                    question, k=3, mode="bm25", filters={**(filters or {}), "section": section}
+                )
+            own.sort(key=lambda c: c.chunk_index or 0)
+            passages = passages_from_chunks(own)[: self.settings.evidence_passages]
+            for passage in passages:
+                passage.score = 1.0
+            searched["section_only"] = section
+            return passages, searched
+        missing = self.retriever.missing_references(question)
+        if missing:  # "§ 15.407", "Part 90": a rule the documents do not hold
+            searched["missing_references"] = missing
+            return [], searched
+        absent = self.retriever.absent_terms(distinctive_terms(question)) if chunks else []
+        if absent:  # "GMRS", "LTE", "Wi-Fi": the question's topic is nowhere in the documents
+            searched["absent_terms"] = absent
+            return [], searched
+        candidates = passages_from_chunks(chunks)
+        ranked = rank_passages(
+            question,
+            candidates,
+            k=self.settings.evidence_passages,
+            chunk_order=[chunk.id for chunk in chunks],
+        )
+        best = ranked[0].score if ranked else None
+        searched["best_score"] = round(best, 4) if best is not None else None
+        if best is None or best < self.settings.passage_threshold:
+            searched["closest"] = [
+                {"pinpoint": p.pinpoint, "score": round(p.score, 4)} for p in ranked[:CLOSEST_SHOWN]
+            ]
+            return [], searched
+        # Keep passages near the best one: a weak tail only distracts a small model.
+        floor = max(self.settings.passage_threshold, best - self.settings.passage_margin)
+        return [p for p in ranked if p.score >= floor], searched
+
+    def fit_context(
+        self, question: str, sources: Sequence[Source], max_new_tokens: int
+    ) -> tuple[list[Source], list[dict], bool]:
+        """Keep, best first, the numbered sources that fit in the window after the answer.
+
+        Returns (sources the model sees, messages, truncated). Lower-ranked sources are cut
         (at a token boundary) or dropped, never silently: `truncated` is True and it is logged.
         """
         llm = self.llm
@@ -261,40 +476,39 @@ class RagChain:
                 f"The question leaves no room for sources in the {llm.context_window}-token context "
                 f"window with max_new_tokens={max_new_tokens}: shorten the question or lower max_new_tokens."
             )
-        sources: list[Source] = []
+        kept: list[Source] = []
         used, truncated = 0, False
-        for n, chunk in enumerate(chunks, 1):
-            source = Source.from_chunk(n, chunk)
+        for source in sources:
             cost = llm.count_tokens(format_source(source)) + 2  # + the blank line between entries
             if used + cost <= budget:
-                sources.append(source)
+                kept.append(source)
                 used += cost
                 continue
             truncated = True
             room = budget - used - (cost - llm.count_tokens(source.text)) - 4
             if room >= MIN_TRUNCATED_TOKENS:
-                sources.append(replace(source, text=self._cut_tokens(source.text, room)))
+                kept.append(replace(source, text=self._cut_tokens(source.text, room)))
             break
-        messages = build_rag_messages(question, sources)
+        messages = build_rag_messages(question, kept)
         # Token counts of the parts and of the whole can differ by a few at the joins.
-        while sources and llm.count_message_tokens(messages) > limit:
+        while kept and llm.count_message_tokens(messages) > limit:
             truncated = True
-            last = sources[-1]
+            last = kept[-1]
             keep = llm.count_tokens(last.text) - 16
             if keep >= MIN_TRUNCATED_TOKENS:
-                sources[-1] = replace(last, text=self._cut_tokens(last.text, keep))
+                kept[-1] = replace(last, text=self._cut_tokens(last.text, keep))
             else:
-                sources.pop()
-            messages = build_rag_messages(question, sources)
+                kept.pop()
+            messages = build_rag_messages(question, kept)
         if truncated:
             log.info(
-                "Context cut to fit %d tokens: %d of %d retrieved chunks kept (lowest-ranked "
-                "dropped or shortened).",
+                "Context cut to fit %d tokens: %d of %d passages kept (lowest-ranked dropped or "
+                "shortened).",
                 limit,
+                len(kept),
                 len(sources),
-                len(chunks),
             )
-        return sources, messages, truncated
+        return kept, messages, truncated
 
     # Internals ---------------------------------------------------------------------------
 
@@ -308,7 +522,33 @@ class RagChain:
             score_threshold=threshold if threshold > 0 else None,
         )
 
-    def _prepare(self, question, history, k, mode, filters, gen) -> _Prepared:
+    @staticmethod
+    def _number(passages: Sequence[Passage], chunks: Sequence[RetrievedChunk]) -> list[Source]:
+        """Number the passages 1.. as the model and the user see them."""
+        texts = {chunk.id: chunk.text for chunk in chunks}
+        sources = []
+        for n, passage in enumerate(passages, 1):
+            passage.n = n
+            sources.append(Source.from_passage(n, passage, texts.get(passage.chunk_id)))
+        return sources
+
+    def _generation(self, gen: dict[str, Any]) -> dict[str, Any]:
+        """A short cited answer by default (ANSWER_MAX_TOKENS), and the RAG repetition penalty:
+        transformers' penalty also applies to the prompt's tokens, i.e. the passages the
+        answer should copy (measured: bench/results/answers.md)."""
+        defaults = {
+            "max_new_tokens": self.settings.answer_max_tokens,
+            "repetition_penalty": self.settings.answer_repetition_penalty,
+        }
+        return {**defaults, **{key: value for key, value in gen.items() if value is not None}}
+
+    def _answer_mode(self, answer_mode: str | None) -> str:
+        mode = answer_mode or self.settings.answer_mode
+        if mode not in ANSWER_MODES:
+            raise ValueError(f"Unknown answer mode {mode!r}; use one of {', '.join(ANSWER_MODES)}")
+        return mode
+
+    def _prepare(self, question, history, k, mode, filters, answer_mode, gen) -> _Prepared:
         started = time.perf_counter()
         question = (question or "").strip()
         prepared = _Prepared(
@@ -321,32 +561,71 @@ class RagChain:
             {"condense_s": 0.0, "retrieve_s": 0.0, "first_token_s": None, "total_s": 0.0},
             {"prompt_tokens": 0, "completion_tokens": 0},
         )
+        try:
+            prepared.mode = self._answer_mode(answer_mode)
+        except ValueError as error:
+            prepared.error = str(error)
+            return prepared
         if not question:
             prepared.error = "The question is empty: ask something about the indexed documents."
             return prepared
-        if self.llm is None:
+        if self.llm is None and prepared.mode != "extractive":
             prepared.error = (
                 "No language model is loaded (this chain was built for retrieval only)."
             )
             return prepared
+        if len(question) > MAX_QUESTION_CHARS:
+            log.info("Question cut from %d to %d characters", len(question), MAX_QUESTION_CHARS)
+            question = question[:MAX_QUESTION_CHARS]
+            prepared.truncated = True
         try:
             prepared.standalone, usage = self.condense(question, history)
             self._add_usage(prepared.usage, usage)
             condensed_at = time.perf_counter()
             prepared.timings["condense_s"] = condensed_at - started
             chunks = self._retrieve(prepared.standalone, k, mode, filters)
-            prepared.timings["retrieve_s"] = time.perf_counter() - condensed_at
-            if not chunks:
-                return prepared  # abstain: nothing relevant, the model is not called
-            max_new_tokens = gen.get("max_new_tokens") or self.llm.max_new_tokens
-            prepared.sources, prepared.messages, prepared.truncated = self.fit_context(
-                prepared.standalone, chunks, max_new_tokens
+            passages, prepared.searched = self.select_passages(
+                prepared.standalone, chunks, mode, filters
             )
+            prepared.timings["retrieve_s"] = time.perf_counter() - condensed_at
+            sources = self._number(passages, chunks)
+            if not sources:
+                return prepared  # abstain: nothing relevant, the model is not called
+            section_only = "section_only" in prepared.searched
+            if prepared.mode == "extractive" or section_only:
+                prepared.sources, prepared.passages = sources, passages
+                return prepared
+            max_new_tokens = gen.get("max_new_tokens") or self.llm.max_new_tokens
+            prepared.sources, prepared.messages, cut = self.fit_context(
+                prepared.standalone, sources, max_new_tokens
+            )
+            prepared.truncated = prepared.truncated or cut
+            prepared.passages = passages[: len(prepared.sources)]
         except Exception as error:
             log.exception("RAG preparation failed")
             prepared.error = str(error)
             prepared.messages = None
+            prepared.sources = []
         return prepared
+
+    def _without_model(self, prepared: _Prepared) -> Iterator[tuple[str, Any]]:
+        """Abstention, errors, extractive answers and section-only questions."""
+        if prepared.error is None:
+            text = (
+                no_answer(prepared.searched) if prepared.abstain else self._quotes(prepared).answer
+            )
+            prepared.timings["first_token_s"] = time.perf_counter() - prepared.started
+            yield "token", text
+        yield "done", self._finish(prepared, None, None)
+
+    @staticmethod
+    def _quotes(prepared: _Prepared) -> Verification:
+        """Verbatim quotes: the best passages, or a named section's opening ones in order."""
+        if "section_only" not in prepared.searched:
+            return extractive_answer(prepared.standalone, prepared.passages)
+        quotes = [format_quote(p) for p in prepared.passages]
+        cited = [p.n for p in prepared.passages]
+        return Verification(answer="\n".join(quotes), fallback=True, cited=cited)
 
     def _time_generation(self, prepared: _Prepared, started: float, first_at: float | None) -> None:
         ended = time.perf_counter()
@@ -356,22 +635,44 @@ class RagChain:
             prepared.timings["decode_s"] = ended - first_at
         prepared.timings["generate_s"] = ended - started
 
-    def _finish(self, prepared: _Prepared, answer: str | None) -> RagResult:
+    def _finish(self, prepared: _Prepared, answer: _Answer | None, finish: str | None) -> RagResult:
         prepared.timings["total_s"] = time.perf_counter() - prepared.started
         result = RagResult(
             question=prepared.question,
             standalone_question=prepared.standalone,
-            answer=answer,
+            answer=None,
             sources=prepared.sources,
             timings=prepared.timings,
             usage=prepared.usage,
             error=prepared.error,
             truncated=prepared.truncated,
+            answer_mode=prepared.mode,
+            searched=prepared.searched,
+            finish_reason=finish,
+            messages=prepared.messages,
         )
+        if prepared.error is not None:
+            return result
         if prepared.abstain:
-            result.answer, result.abstained = NO_ANSWER, True
-        elif answer is not None:
-            result.answer, result.sources = apply_citations(answer, prepared.sources)
+            result.answer, result.abstained = no_answer(prepared.searched), True
+            return result
+        if answer is None:  # extractive, or a section-only question
+            verification = self._quotes(prepared)
+            result.answer_mode = "extractive"
+            result.answer, result.fallback = verification.answer, True
+            result.sources = _mark_cited(prepared.sources, verification.cited)
+            return result
+        result.draft = answer.draft
+        if prepared.mode == "raw":
+            result.answer, result.sources = apply_citations(answer.draft, prepared.sources)
+            return result
+        verification = answer.verification or verify_answer(
+            prepared.standalone, answer.draft, prepared.passages
+        )
+        result.answer = verification.answer
+        result.dropped = verification.dropped
+        result.fallback = verification.fallback
+        result.sources = _mark_cited(prepared.sources, verification.cited)
         return result
 
     def _cut_tokens(self, text: str, max_tokens: int) -> str:
@@ -387,6 +688,23 @@ class RagChain:
         total["completion_tokens"] += int(
             usage.get("output_tokens", usage.get("completion_tokens", 0)) or 0
         )
+
+
+# An acronym or coined name of the question: two capitals or more ("GMRS", "VoIP", "Wi-Fi").
+_DISTINCTIVE = re.compile(r"\b[A-Z][a-z]*(?:-?[A-Z][A-Za-z0-9]*)+\b")
+
+
+def distinctive_terms(question: str) -> list[str]:
+    """The question's acronyms and coined names. When the documents never use one, they are
+    about something else: measured on the eCFR gold set, on-topic questions about GMRS, CB,
+    LTE, Wi-Fi, LPFM, VoIP or MBAN score as high as answerable ones on passage similarity
+    (0.5-0.57), and this is what tells them apart (bench/results/abstention.md)."""
+    return list(dict.fromkeys(_DISTINCTIVE.findall(question)))
+
+
+def _mark_cited(sources: Sequence[Source], cited: Sequence[int]) -> list[Source]:
+    """Every source the model saw, cited=True for the ones the verified answer cites."""
+    return [replace(s, cited=s.n in set(cited)) for s in sources]
 
 
 def apply_citations(answer: str, sources: Sequence[Source]) -> tuple[str, list[Source]]:

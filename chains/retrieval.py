@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -49,6 +50,7 @@ _UNIT_AFTER = re.compile(
     r"kilo\w+|mega\w+|giga\w+|meters?\b|km\b|ft\b|feet\b|miles?\b|seconds?\b|minutes?\b|"
     r"hours?\b|days?\b|years?\b|PEP\b|ERP\b|EIRP\b|times\b))"
 )
+_PART_REF = re.compile(r"\bPart\s+(\d{1,3})\b(?![.\d])")  # "Part 15", not "part of"
 _SECTION_SIGN_BEFORE = re.compile(r"(?:§{1,2}|\bsec(?:tion|s?\.)|\bpart)\s*$", re.IGNORECASE)
 FILTER_FIELDS = ("source", "section", "part", "doc_type", "page", "root", "title", "subpart")
 
@@ -267,6 +269,38 @@ class Retriever:
             if "section" in hit.matched_by
             or (hit.dense_score is not None and hit.dense_score >= score_threshold)
         ]
+
+    def missing_references(self, query: str) -> list[str]:
+        """The sections ("§ 15.407") and parts ("Part 90") the query names that no chunk of
+        the collection belongs to: asked about a rule the documents do not hold."""
+        if not self.client.collection_exists(self.collection):
+            return []
+        missing = [f"§ {s}" for s in section_ids(query) if not self._holds(section=s)]
+        missing += [f"Part {p}" for p in _PART_REF.findall(query) if not self._holds(part=p)]
+        return missing
+
+    def _holds(self, **condition: str) -> bool:
+        return bool(
+            self.client.count(
+                self.collection, count_filter=metadata_filter(**condition), exact=False
+            ).count
+        )
+
+    def absent_terms(self, terms: Sequence[str]) -> list[str]:
+        """The terms no chunk of the collection contains (by the keyword index)."""
+        if not self.client.collection_exists(self.collection):
+            return list(terms)
+        absent = []
+        for term in terms:
+            vector = sparse_query_vector(term)
+            if not vector.indices:
+                continue
+            response = self.client.query_points(
+                self.collection, query=vector, using=SPARSE, limit=1, with_payload=False
+            )
+            if not response.points:
+                absent.append(term)
+        return absent
 
     # MMR ---------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from chains.prompts import source_header
 from core.errors import cli_errors
 
 
@@ -35,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode", choices=["dense", "hybrid", "bm25"], default=None, help="default: RETRIEVAL_MODE"
     )
     parser.add_argument("--collection", help="default: COLLECTION_NAME")
+    parser.add_argument(
+        "--answer-mode",
+        choices=["verified", "extractive", "raw"],
+        default=None,
+        help="verified: only sentences a cited passage supports; extractive: verbatim quotes, "
+        "no model; raw: the model's text unverified (default: ANSWER_MODE, verified)",
+    )
     parser.add_argument(
         "--adapter", help="LoRA adapter folder to answer with (default: LOCAL_ADAPTER_PATH)"
     )
@@ -71,7 +79,7 @@ def _chain(args):
         assistant.settings = assistant.settings.model_copy(
             update={"score_threshold": args.threshold}
         )
-    if args.retrieve_only:
+    if args.retrieve_only or args.answer_mode == "extractive":
         return assistant.rag(args.collection, load_llm=False)
     if args.adapter:
         assistant.load(adapter_path=args.adapter)
@@ -84,7 +92,12 @@ def _answer(chain, args, question: str, history=None, stream_to=None):
         return chain.retrieve_only(question, k=args.k, mode=args.mode)
     result = None
     for kind, payload in chain.stream(
-        question, history, k=args.k, mode=args.mode, **_generation(args)
+        question,
+        history,
+        k=args.k,
+        mode=args.mode,
+        answer_mode=args.answer_mode,
+        **_generation(args),
     ):
         if kind == "token" and stream_to is not None:
             stream_to.write(payload)
@@ -109,21 +122,21 @@ def _print_sources(result, out) -> None:
     )
     print(f"\n{title}:", file=out)
     for s in result.sources:
-        where = ", ".join(
-            part
-            for part in (
-                s.source or "?",
-                f"p. {s.page}" if s.page is not None else "",
-                f"§ {s.section}" if s.section else "",
-            )
-            if part
-        )
         heading = f" — {s.heading}" if s.heading else ""
         score = f" (score {s.score:.3f})" if s.score is not None else ""
-        print(f"[{s.n}] {where}{heading}{score}", file=out)
+        print(
+            f"{source_header(s.n, s.source, s.page, s.section, s.pinpoint)}{heading}{score}",
+            file=out,
+        )
         print(textwrap.indent(textwrap.shorten(s.text, 240), "    "), file=out)
     if result.truncated:
         print("(the context was cut to fit the model's window)", file=out)
+    if result.dropped:
+        print(
+            f"({len(result.dropped)} draft sentence(s) not shown: no passage supports them; "
+            "--json lists them under 'dropped')",
+            file=out,
+        )
 
 
 def _read_batch(path: Path) -> list[tuple[int, str | None, list | None, str | None]]:

@@ -63,11 +63,22 @@ class Settings(BaseSettings):
     # Answers: evidence passages, verification, abstention
     answer_mode: AnswerMode = "verified"
     evidence_passages: int = Field(4, description="Numbered passages the model sees.")
+    # Best passage score (chains.evidence scale) below which the answer is "not covered";
+    # calibrated on the gold sets (bench/results/abstention.md).
+    passage_threshold: float = 0.55
+    passage_margin: float = Field(
+        0.25, description="Passages scoring this far below the best are left out."
+    )
+    answer_max_tokens: int = Field(96, description="Max new tokens of a RAG answer's draft.")
+    answer_repetition_penalty: float = 1.0
 
     # Server
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # loopback; beyond it the server needs API_KEY or ALLOW_OPEN_HOST
     port: int = 8000
-    api_key: str | None = None
+    api_key: str | None = None  # guards the REST API and, as the login password, the chat
+    allow_open_host: bool = False  # start on a non-loopback HOST without API_KEY (warns)
+    cors_origins: str = ""  # comma-separated origins allowed cross-origin; default: none
+    chat_users: str = ""  # "name:password,..." chat logins besides API_KEY (needs API_KEY)
     max_upload_mb: int = 25
 
     @field_validator("local_adapter_path", "qdrant_url", "qdrant_host", "api_key", "hf_token")
@@ -94,6 +105,20 @@ class Settings(BaseSettings):
     @property
     def feedback_db(self) -> Path:
         return self.data_dir / "feedback.sqlite3"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def chat_user_passwords(self) -> dict[str, str]:
+        """CHAT_USERS as {name: password}; an entry without `:` or with an empty part is ignored."""
+        users = {}
+        for entry in self.chat_users.split(","):
+            name, sep, password = entry.strip().partition(":")
+            if sep and name.strip() and password:
+                users[name.strip()] = password
+        return users
 
     @property
     def uses_server(self) -> bool:

@@ -20,6 +20,7 @@ from core.settings import PROJECT_ROOT
 from evals.baseline import baseline_failures, baseline_profile, load_baseline, write_baseline
 from evals.runner import EvalOptions, default_out_dir, json_line, run_evaluation, write_outputs
 from evals.schema import (
+    ANSWER_MODES,
     BASELINE_FILE,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_SEED,
@@ -27,6 +28,16 @@ from evals.schema import (
 )
 
 # CLI ---------------------------------------------------------------------------------------
+
+
+def _answer_modes(value: str) -> list[str]:
+    modes = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in ANSWER_MODES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown answer mode(s) {', '.join(unknown)}; use {', '.join(ANSWER_MODES)}"
+        )
+    return list(dict.fromkeys(modes))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--retrieval-only", action="store_true", help="score retrieval only (no model is loaded)"
     )
+    parser.add_argument(
+        "--answer-modes",
+        type=_answer_modes,
+        default=[],
+        help="comma-separated answer modes to score side by side: verified, extractive, raw "
+        "(default: ANSWER_MODE); variants are then named <model>/<mode>",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--out", type=Path, help="output folder (default: var/eval/<timestamp>)")
@@ -118,6 +136,7 @@ def main(argv: Sequence[str] | None = None, llm: Any = None) -> int:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         progress=not args.no_progress,
+        answer_modes=args.answer_modes,
     )
     result = run_evaluation(options, llm=llm)  # EvaluationError: one line, exit 2 (cli_errors)
     for problem in result.problems:

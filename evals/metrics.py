@@ -15,6 +15,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import PurePosixPath
+from typing import Any
 
 from chains.citations import MARKER as CITATION_MARKER
 from chains.citations import marker_numbers
@@ -360,6 +361,56 @@ def unsupported_numbers(answer: str | None, passages: Iterable[str]) -> list[str
     for passage in passages:
         seen |= numbers_in(passage)
     return sorted(numbers_in(answer) - seen)
+
+
+def cited_sentences(answer: str | None) -> list[tuple[str, set[int]]]:
+    """Each sentence with the passage numbers it cites. A sentence without a marker takes the
+    markers of the next sentence on its line that has one (a citation at the end of a quoted
+    passage covers the passage), else those of the previous one."""
+    pairs: list[tuple[str, set[int]]] = []
+    for line in (answer or "").splitlines():
+        sentences = split_sentences(line)
+        marks = [set(cited_numbers(s)) for s in sentences]
+        for i, sentence in enumerate(sentences):
+            found = marks[i] or next((m for m in marks[i + 1 :] if m), set())
+            found = found or next((m for m in reversed(marks[:i]) if m), set())
+            pairs.append((sentence, found))
+    return pairs
+
+
+def cited_support(
+    answer: str | None,
+    passages: Sequence[str],
+    question: str = "",
+    labels: Sequence[str] = (),
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """How well each answer sentence is backed by the passages it cites itself.
+
+    `passages` are the listed sources' texts numbered from 1; `labels` their pinpoints
+    ("§ 97.215(c)"), whose numbers a quote may repeat. A sentence is supported when its
+    ROUGE-L precision against one of its own cited passages is >= threshold and every number
+    in it is in that passage, the pinpoint or the question. `uncited_numbers`: numbers of the
+    answer that no passage it cites (nor the question, nor a cited pinpoint) contains.
+    """
+    scored = [
+        (s, cited) for s, cited in cited_sentences(answer) if len(tokens(s)) >= MIN_SENTENCE_TOKENS
+    ]
+    asked = numbers_in(question)
+    supported, uncited = 0, set()
+    for sentence, cited in scored:
+        valid = [n for n in cited if 1 <= n <= len(passages)]
+        allowed = asked | {x for n in valid for x in numbers_in(passages[n - 1])}
+        allowed |= {x for n in valid if n <= len(labels) for x in numbers_in(labels[n - 1])}
+        missing = numbers_in(sentence) - allowed
+        uncited |= missing
+        backed = any(support(sentence, passages[n - 1]) >= threshold for n in valid)
+        supported += bool(backed and not missing)
+    return {
+        "supported_sentence_rate": supported / len(scored) if scored else None,
+        "uncited_numbers": sorted(uncited),
+        "sentences": len(scored),
+    }
 
 
 # Retrieval ---------------------------------------------------------------------------------

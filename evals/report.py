@@ -20,6 +20,9 @@ ANSWER_LABELS = {
     "grounded_retrieved": "grounded sentences (by any retrieved)",
     "unsupported_numbers": "numbers in neither sources nor question, per answer ↓",
     "answers_with_unsupported_numbers": "answers with an unsupported number ↓",
+    "cited_valid_rate": "answers citing, every citation valid",
+    "supported_sentence_rate": "sentences backed by the passage they cite",
+    "uncited_number_rate": "answers with a number no cited passage holds ↓",
 }
 
 

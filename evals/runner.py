@@ -210,6 +210,9 @@ def score_answer(item: GoldItem, listed: Sequence[Any], raw: str, result: Any) -
         "cited": sorted(set(metrics.cited_numbers(raw))),
         "timings": dict(result.timings or {}),
         "usage": dict(result.usage or {}),
+        "answer_mode": getattr(result, "answer_mode", None),
+        "draft": getattr(result, "draft", None),
+        "dropped": getattr(result, "dropped", []),
     }
     scores: dict[str, Any] = {}
     if item.answerable:
@@ -227,12 +230,23 @@ def score_answer(item: GoldItem, listed: Sequence[Any], raw: str, result: Any) -
         record["unsupported_numbers"] = unsupported
         scores["unsupported_numbers"] = float(len(unsupported))
         scores["answers_with_unsupported_numbers"] = float(bool(unsupported))
+        numbers = metrics.cited_numbers(raw)
+        scores["cited_valid_rate"] = float(
+            bool(numbers) and all(1 <= n <= len(listed) for n in numbers)
+        )
+        labels = [getattr(s, "pinpoint", None) or "" for s in listed]
+        backed = metrics.cited_support(raw, texts, item.question, labels, GROUNDED_THRESHOLD)
+        record["uncited_numbers"] = backed["uncited_numbers"]
+        scores["supported_sentence_rate"] = backed["supported_sentence_rate"]
+        scores["uncited_number_rate"] = float(bool(backed["uncited_numbers"]))
     record["metrics"] = scores
     return record
 
 
-def answer_one(rag: Any, item: GoldItem, options: EvalOptions) -> dict:
-    """One seeded, greedy answer through the chain's stream (which shows the raw tokens)."""
+def answer_one(
+    rag: Any, item: GoldItem, options: EvalOptions, answer_mode: str | None = None
+) -> dict:
+    """One seeded, greedy answer through the chain's stream: the text the user is shown."""
     from transformers import set_seed
 
     set_seed(options.seed)
@@ -241,6 +255,7 @@ def answer_one(rag: Any, item: GoldItem, options: EvalOptions) -> dict:
         item.question,
         k=options.k,
         mode=options.mode,
+        answer_mode=answer_mode,
         max_new_tokens=options.max_new_tokens,
         temperature=0.0,
     ):
@@ -254,9 +269,16 @@ def answer_one(rag: Any, item: GoldItem, options: EvalOptions) -> dict:
 
 
 def evaluate_answers(
-    rag: Any, items: Sequence[GoldItem], options: EvalOptions, desc: str
+    rag: Any,
+    items: Sequence[GoldItem],
+    options: EvalOptions,
+    desc: str,
+    answer_mode: str | None = None,
 ) -> dict[str, dict]:
-    return {item.id: answer_one(rag, item, options) for item in _bar(items, options.progress, desc)}
+    return {
+        item.id: answer_one(rag, item, options, answer_mode)
+        for item in _bar(items, options.progress, desc)
+    }
 
 
 def evaluate_summaries(
@@ -335,11 +357,15 @@ def generate(
     summaries: dict[str, list[dict]] = {}
     use, restore = _adapter_swapper(llm)
     try:
-        for name, adapter in options.variants():
+        summarized: set[Path | None] = set()
+        for name, adapter, answer_mode in options.variants():
             use(adapter)
             rag = RagChain(llm, retriever)
-            answers[name] = evaluate_answers(rag, answer_items, options, f"answers ({name})")
-            if summary_items:
+            answers[name] = evaluate_answers(
+                rag, answer_items, options, f"answers ({name})", answer_mode
+            )
+            if summary_items and adapter not in summarized:
+                summarized.add(adapter)
                 summarizer = Summarizer(llm, retriever, max_new_tokens=options.max_new_tokens)
                 summaries[name] = evaluate_summaries(
                     summarizer, summary_items, options, f"summaries ({name})"
@@ -397,7 +423,7 @@ def run_evaluation(options: EvalOptions, llm: Any = None) -> EvalResult:
         "corpus": [str(p) for p in options.corpus] if ingest_report else None,
         "ingest": ingest_report,
         "corpus_chunks": index.chunks,
-        "variants": {name: str(path) if path else None for name, path in options.variants()}
+        "variants": {name: str(path) if path else None for name, path, _ in options.variants()}
         if answers
         else {},
         "model": llm.info() if llm is not None else None,

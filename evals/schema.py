@@ -8,6 +8,7 @@ from pathlib import Path
 from core.settings import PROJECT_ROOT, get_settings
 
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
+ANSWER_MODES = ("verified", "extractive", "raw")
 RETRIEVAL_METRICS = ("hit@1", "hit@k", "recall@k", "mrr")
 LEVELS = ("section", "source")
 ANSWER_METRICS = (
@@ -22,6 +23,10 @@ ANSWER_METRICS = (
     "grounded_retrieved",
     "unsupported_numbers",
     "answers_with_unsupported_numbers",
+    # The trust metrics: per answer, judged against the passages each sentence cites.
+    "cited_valid_rate",  # cites, and every marker points at a listed passage
+    "supported_sentence_rate",  # sentences backed by a passage they cite (text and numbers)
+    "uncited_number_rate",  # answers with a number no cited passage nor the question holds
 )
 SUMMARY_METRICS = ("rouge_l", "fact_coverage")
 LATENCY_STAGES = ("retrieve_s", "first_token_s", "total_s")
@@ -30,6 +35,7 @@ LOWER_IS_BETTER = (
     "false_abstention_rate",
     "unsupported_numbers",
     "answers_with_unsupported_numbers",
+    "uncited_number_rate",
 )
 GROUNDED_THRESHOLD = 0.5
 DEFAULT_SEED = 1234
@@ -77,6 +83,9 @@ class EvalOptions:
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     seed: int = DEFAULT_SEED
     progress: bool = True
+    # Answer modes to score (verified | extractive | raw); empty: the configured ANSWER_MODE.
+    # With several, variants are named "<model>/<mode>" (e.g. "base/raw").
+    answer_modes: list[str] = field(default_factory=list)
 
     def resolved(self) -> EvalOptions:
         settings = get_settings()
@@ -89,13 +98,24 @@ class EvalOptions:
             }
         )
 
-    def variants(self) -> list[tuple[str, Path | None]]:
+    def models(self) -> list[tuple[str, Path | None]]:
         """(name, adapter path) for each model the answers are generated with."""
         if self.compare_adapter:
             return [("base", None), ("adapter", self.compare_adapter)]
         if self.adapter:
             return [("adapter", self.adapter)]
         return [("base", None)]
+
+    def variants(self) -> list[tuple[str, Path | None, str | None]]:
+        """(name, adapter path, answer mode) for each set of answers."""
+        if len(self.answer_modes) <= 1:
+            mode = self.answer_modes[0] if self.answer_modes else None
+            return [(name, path, mode) for name, path in self.models()]
+        return [
+            (f"{name}/{mode}", path, mode)
+            for name, path in self.models()
+            for mode in self.answer_modes
+        ]
 
     def config(self) -> dict:
         """What the run depends on (recorded in results and baseline)."""
@@ -108,4 +128,5 @@ class EvalOptions:
             "max_new_tokens": self.max_new_tokens,
             "seed": self.seed,
             "summaries": bool(self.summaries),
+            "answer_modes": list(self.answer_modes) or [get_settings().answer_mode],
         }

@@ -8,7 +8,9 @@ sub-paragraphs starts a new chunk when it would not fit into the current one. A 
 than a chunk is cut into token windows with `chunk_overlap_tokens` overlap, ending at a
 line or sentence end where one is near.
 
-Chunk text is always a verbatim slice of the segment. The text that is embedded gets the
+Chunk text is always a verbatim slice of the segment (`char_start` says where), and
+`para_path` is the paragraph-marker path open where it starts, so a chunk that begins at
+"(2)" can still be cited as "(b)(2)" (chains.evidence). The text that is embedded gets the
 chunk's heading in front (`§ 15.109 Radiated emission limits.`) unless the chunk starts
 with it, so a paragraph like "(c) ... 40 dBµV/m" is still found by its section.
 """
@@ -16,7 +18,9 @@ with it, so a paragraph like "(c) ... 40 dBµV/m" is still found by its section.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from ingest.documents import LoadedFile
 
@@ -44,6 +48,10 @@ class Chunk:
     subpart: str | None
     heading: str | None
     tokens: int  # embedder tokens of embed_text, special tokens included
+    char_start: int = 0  # offset of `text` in its segment's text
+    # Paragraph markers open where the chunk starts: ["(b)"] for a chunk that starts at
+    # "(2)" under (b), ["(b)", "(2)"] for one that starts inside (b)(2)'s text; [] at a heading.
+    para_path: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -55,6 +63,15 @@ class _Unit:
     heading: str | None = None
     level: int | None = None  # Markdown heading level; None for plain lines
     tokens: int = 0
+
+
+@dataclass
+class _Piece:
+    text: str
+    state: _State
+    page: int | None
+    start: int  # offset of text in the segment
+    para_path: list[str]
 
 
 @dataclass
@@ -194,12 +211,14 @@ class Chunker:
 
     def chunk(self, loaded: LoadedFile) -> list[Chunk]:
         state = _State()
-        pieces: list[tuple[str, _State, int | None]] = []  # (text, state, page)
+        path: list[str] = []  # paragraph path carried from page to page of unstructured files
+        pieces: list[_Piece] = []
         for segment in loaded.segments:
             if segment.structured:
                 state = _State(
                     segment.section, None, segment.heading, segment.part, segment.subpart
                 )
+                path = []
             units = split_units(segment.text, loaded.markdown_headings)
             if not units:
                 continue
@@ -207,7 +226,11 @@ class Chunker:
             for unit, ids in zip(units, encoded["input_ids"], strict=True):
                 unit.tokens = len(ids)
             packed, state = self._pack(segment.text, units, state, segment.structured)
-            pieces.extend((text, unit_state, segment.page) for text, unit_state in packed)
+            starts = scan_paragraphs(segment.text, path, path_breaks(units, segment.section))
+            for text, unit_state, start in packed:
+                para_path = path_at(starts, start, path)
+                pieces.append(_Piece(text, unit_state, segment.page, start, para_path))
+            path = path_at(starts, len(segment.text) + 1, path)
             if segment.structured:
                 state = _State()
         return self._finish(pieces, loaded.title)
@@ -231,13 +254,13 @@ class Chunker:
         budget = self.budget
         current: list[int] = []
         current_tokens = 0
-        out: list[tuple[str, _State]] = []
+        out: list[tuple[str, _State, int]] = []  # (chunk text, state, offset in text)
 
         def flush():
             nonlocal current, current_tokens
             if current:
                 first, last = units[current[0]], units[current[-1]]
-                out.append((text[first.start : last.end], chunk_state))
+                out.append((text[first.start : last.end], chunk_state, first.start))
             current, current_tokens = [], 0
 
         chunk_state = state
@@ -266,8 +289,8 @@ class Chunker:
                     flush()
                 current, current_tokens = [], 0
                 chunk_state = state
-                for piece in self._windows(text, start, unit.end):
-                    out.append((piece, state))
+                for piece, piece_start in self._windows(text, start, unit.end):
+                    out.append((piece, state, piece_start))
                 continue
             if current_tokens + unit.tokens > budget:
                 flush()
@@ -293,8 +316,10 @@ class Chunker:
                 running = 0
         return sizes
 
-    def _windows(self, text: str, start: int, end: int) -> list[str]:
-        """Cut text[start:end] into windows of at most `budget` tokens with overlap."""
+    def _windows(self, text: str, start: int, end: int) -> list[tuple[str, int]]:
+        """Cut text[start:end] into windows of at most `budget` tokens with overlap.
+
+        Each window comes with its offset in `text`."""
         span = text[start:end]
         offsets = self._encode([span], offsets=True)["offset_mapping"][0]
         count = len(offsets)
@@ -303,17 +328,19 @@ class Chunker:
         def word_start(i: int) -> bool:
             return i == 0 or offsets[i][0] > offsets[i - 1][1]
 
-        pieces: list[str] = []
+        pieces: list[tuple[str, int]] = []
         first = 0
         while first < count:
             last = min(first + budget, count)  # exclusive
             if last < count:
                 last = self._cut_point(span, offsets, first, last, word_start)
-            pieces.append(span[offsets[first][0] : offsets[last - 1][1]].strip())
+            raw = span[offsets[first][0] : offsets[last - 1][1]]
+            lead = len(raw) - len(raw.lstrip())
+            pieces.append((raw.strip(), start + offsets[first][0] + lead))
             if last >= count:
                 break
             first = self._overlap_start(span, offsets, first, last, word_start)
-        return [piece for piece in pieces if piece]
+        return [(piece, offset) for piece, offset in pieces if piece]
 
     def _overlap_start(self, span, offsets, first, last, word_start) -> int:
         """Where the next window starts: `overlap` tokens back, moved to a line or word start."""
@@ -350,11 +377,11 @@ class Chunker:
                 return i
         return last
 
-    def _finish(self, pieces, title: str) -> list[Chunk]:
+    def _finish(self, pieces: list[_Piece], title: str) -> list[Chunk]:
         if not pieces:
             return []
-        prefixes = [self._prefix(state, title) for _, state, _ in pieces]
-        texts = [text for text, _, _ in pieces]
+        prefixes = [self._prefix(piece.state, title) for piece in pieces]
+        texts = [piece.text for piece in pieces]
         distinct = sorted({p for p in prefixes if p})
         prefix_tokens = {}
         if distinct:
@@ -379,9 +406,8 @@ class Chunker:
                 embed_texts[i] = texts[i]
                 lengths[i] = len(self._encode([texts[i]])["input_ids"][0]) + SPECIAL_TOKENS
         chunks = []
-        for (text, state, page), embed_text, tokens in zip(
-            pieces, embed_texts, lengths, strict=True
-        ):
+        for piece, embed_text, tokens in zip(pieces, embed_texts, lengths, strict=True):
+            state = piece.state
             if tokens > self.window:
                 raise AssertionError(
                     f"chunk of {tokens} tokens exceeds the embedder window of {self.window}: "
@@ -389,14 +415,16 @@ class Chunker:
                 )
             chunks.append(
                 Chunk(
-                    text=text,
+                    text=piece.text,
                     embed_text=embed_text,
-                    page=page,
+                    page=piece.page,
                     section=state.section,
                     part=state.part or part_of(state.section),
                     subpart=state.subpart,
                     heading=state.heading,
                     tokens=tokens,
+                    char_start=piece.start,
+                    para_path=piece.para_path,
                 )
             )
         return chunks
@@ -408,3 +436,237 @@ class Chunker:
 
 def _starts_with_heading(text: str, heading: str) -> bool:
     return text.lstrip("# ").startswith(heading[: max(8, len(heading) // 2)])
+
+
+# Paragraph paths ------------------------------------------------------------------------
+# eCFR paragraph levels: (a) (1) (i) (A) (1) (i). Level 1 letters and level 3 roman numerals
+# share "(i)", "(v)", "(x)", "(l)": the sequence decides ("(i)" after "(h)" is a letter,
+# "(i)" under "(1)" is roman), and where both fit, the next marker does ("(ii)" follows a
+# roman "(i)", "(j)" or "(1)" a lettered one).
+
+_MARKER_TEXT = r"(?:[a-z]{1,2}|[ivxl]{3,6}|[A-Z]{1,2}|\d{1,3})"
+# "(b)", "(c)(1)", "(i)(A)" at the start of a line.
+_MARKER_CHAIN = re.compile(rf"(?:\({_MARKER_TEXT}\))+(?=\s|$)")
+_ONE_MARKER = re.compile(r"\(([^()]+)\)")
+# "(1) Fixed point-to-point operation. (i) Systems ...", "(h) 60 m band: (1) In the ...":
+# a paragraph heading, then a marker.
+_INLINE_MARKER = re.compile(rf"[A-Z0-9][^.;:()]{{0,80}}[.:]\s+(\({_MARKER_TEXT}\))\s")
+
+
+def _roman(number: int) -> str:
+    out = ""
+    for value, digits in ((50, "l"), (40, "xl"), (10, "x"), (9, "ix"), (5, "v"), (4, "iv")):
+        while number >= value:
+            out, number = out + digits, number - value
+    return out + "i" * number
+
+
+_ROMAN_VALUE = {_roman(n): n for n in range(1, 90)}
+
+
+def _letter_value(marker: str) -> int | None:
+    """a=1 ... z=26, aa=27, bb=28 (the eCFR's doubled letters); None if not letters."""
+    lower = marker.lower()
+    if len(lower) == 1 and lower.isalpha():
+        return ord(lower) - 96
+    if len(lower) == 2 and lower[0] == lower[1] and lower.isalpha():
+        return 26 + ord(lower[0]) - 96
+    return None
+
+
+def _candidate_levels(marker: str) -> tuple[int, ...]:
+    if marker.isdigit():
+        return (2, 5)
+    if marker.isupper():
+        return (4,)
+    if marker in _ROMAN_VALUE:
+        return (1, 3, 6) if _letter_value(marker) else (3, 6)
+    return (1,)
+
+
+def _marker_value(marker: str, level: int) -> int | None:
+    if level in (2, 5):
+        return int(marker) if marker.isdigit() else None
+    if level in (3, 6):
+        return _ROMAN_VALUE.get(marker)
+    return _letter_value(marker)
+
+
+def _roman_by_lookahead(marker: str, next_marker: str | None, after_colon: bool) -> bool:
+    """Is an ambiguous "(i)" roman? "(ii)" or "(A)" next says yes; "(j)" or "(1)" says no."""
+    value = _ROMAN_VALUE[marker]
+    if next_marker is not None:
+        if _ROMAN_VALUE.get(next_marker) == value + 1 or next_marker == "A":
+            return True
+        if _letter_value(next_marker) == (_letter_value(marker) or 0) + 1:
+            return False
+    return after_colon  # "The plan must include:" introduces sub-items
+
+
+class ParagraphPath:
+    """The open paragraph path, e.g. (b)(1)(i), as the markers of a section are read in order."""
+
+    def __init__(self, path: Sequence[str] = ()):
+        self.stack: list[tuple[int, str]] = []  # (level 1-6, marker without parentheses)
+        for marker in path:  # ancestors: each one a level below the one before
+            self.push(marker.strip("()"), deeper=True)
+
+    @property
+    def path(self) -> list[str]:
+        return [f"({marker})" for _, marker in self.stack]
+
+    @property
+    def depth(self) -> int:
+        return self.stack[-1][0] if self.stack else 0
+
+    def push(
+        self,
+        marker: str,
+        next_marker: str | None = None,
+        after_colon: bool = False,
+        deeper: bool = False,
+    ) -> int:
+        """Open `marker` (closing its siblings' subtrees); `deeper`: it is a child of the path."""
+        level = self._level(marker, next_marker, after_colon, deeper)
+        while self.stack and self.stack[-1][0] >= level:
+            self.stack.pop()
+        self.stack.append((level, marker))
+        return level
+
+    def _parent_open(self, level: int) -> bool:
+        levels = {lvl for lvl, _ in self.stack}
+        if level == 1 or not self.stack:
+            return True
+        if level == 3:  # "(a) ...: (i) ..." skips the numbered level now and then
+            return bool(levels & {1, 2})
+        return level - 1 in levels
+
+    def _continues(self, level: int, marker: str) -> bool:
+        value = _marker_value(marker, level)
+        if value is None or not self._parent_open(level):
+            return False
+        current = next((m for lvl, m in self.stack if lvl == level), None)
+        if current is None:
+            return value == 1
+        return value == (_marker_value(current, level) or 0) + 1
+
+    def _level(self, marker: str, next_marker: str | None, after_colon: bool, deeper: bool) -> int:
+        candidates = _candidate_levels(marker)
+        if deeper:
+            below = [level for level in candidates if level > self.depth]
+            if below:
+                return below[0]
+        fits = [level for level in candidates if self._continues(level, marker)]
+        if not self.stack and 1 in candidates and 3 in candidates:
+            fits = [1, 3]  # a text that starts at "(i)": the next marker tells
+        if len(fits) == 1:
+            return fits[0]
+        if 1 in fits and 3 in fits:
+            return 3 if _roman_by_lookahead(marker, next_marker, after_colon) else 1
+        if fits:
+            return fits[-1]  # "(2)" continuing both (1) lists: the inner one
+        # No sequence fits: skipped letters ((b) then (f) in definitions), a list cut apart.
+        if marker.isdigit():
+            return 5 if self.depth >= 4 else 2
+        if 3 in candidates and (1 not in candidates or len(marker) > 1):
+            return 6 if self.depth >= 5 else 3
+        return candidates[0]
+
+
+@dataclass
+class ParagraphStart:
+    """Where a paragraph (or a heading, which closes all paragraphs) starts in a text."""
+
+    start: int  # offset of its first marker (or of the heading)
+    body: int  # offset of its own text, after the markers
+    parent: list[str]  # the path it is opened under: ["(b)"] for "(2)" under (b)
+    path: list[str]  # the path it opens: ["(b)", "(2)"]; [] for a heading
+    heading: bool = False
+
+
+def line_markers(line: str) -> tuple[list[str], int]:
+    """Markers that open a line ("(c)(1) The ..." -> ["c", "1"]) and where its text starts."""
+    match = _MARKER_CHAIN.match(line)
+    if not match:
+        return [], 0
+    markers = _ONE_MARKER.findall(match.group(0))
+    return markers, match.end() + (len(line[match.end() :]) - len(line[match.end() :].lstrip()))
+
+
+def _marker_spots(text: str, headings: set[int]) -> list[tuple[int, int, list[str], bool]]:
+    """(start, body, markers, after_colon) per marker line; markers [] for a heading line."""
+    spots: list[tuple[int, int, list[str], bool]] = []
+    previous = ""
+    position = 0
+    for line in text.splitlines(keepends=True):
+        start, position = position, position + len(line)
+        stripped = line.strip()
+        if not stripped:
+            continue
+        offset = start + len(line) - len(line.lstrip())
+        if offset in headings:
+            spots.append((offset, offset, [], False))
+        else:
+            markers, body = line_markers(stripped)
+            if markers:
+                spots.append((offset, offset + body, markers, previous.endswith(":")))
+                inline = _INLINE_MARKER.match(stripped, body)
+                if inline:
+                    marker_at = offset + inline.start(1)
+                    spots.append((marker_at, offset + inline.end(), [inline.group(1)[1:-1]], False))
+        previous = stripped
+    return spots
+
+
+def scan_paragraphs(
+    text: str,
+    start_path: Sequence[str] = (),
+    headings: set[int] | None = None,
+    first_is_child: bool = False,
+) -> list[ParagraphStart]:
+    """Every paragraph start of `text` with its full path, in order.
+
+    `start_path` is the path open where `text` begins; `headings` the offsets of heading lines
+    (which close every paragraph). `first_is_child`: a marker at the very start of `text` opens
+    a child of `start_path` (how a chunk's `para_path` is meant; [] there: a top paragraph).
+    """
+    spots = _marker_spots(text, headings or set())
+    tracker = ParagraphPath(start_path)
+    begin = len(text) - len(text.lstrip())
+    out: list[ParagraphStart] = []
+    for index, (start, body, markers, after_colon) in enumerate(spots):
+        if not markers:
+            tracker = ParagraphPath()
+            out.append(ParagraphStart(start, body, [], [], heading=True))
+            continue
+        following = next((s[2][0] for s in spots[index + 1 :] if s[2]), None)
+        for position, marker in enumerate(markers):
+            next_marker = markers[position + 1] if position + 1 < len(markers) else following
+            deeper = first_is_child and start == begin and position == 0
+            tracker.push(marker, next_marker, after_colon and position == 0, deeper)
+        path = tracker.path
+        out.append(ParagraphStart(start, body, path[: max(0, len(path) - len(markers))], path))
+    return out
+
+
+def path_breaks(units: list[_Unit], section: str | None = None) -> set[int]:
+    """Offsets of the headings that close all paragraphs.
+
+    A bare numbered line ("60 M Band Frequencies (kHz)") inside a rule section is a table
+    caption, not a heading of the paragraphs around it; in a KDB without sections it is one.
+    """
+    in_rules = bool(section) or any(u.kind == "section" for u in units)
+    return {
+        u.start
+        for u in units
+        if u.kind == "section" or (u.kind == "heading" and (u.level is not None or not in_rules))
+    }
+
+
+def path_at(starts: list[ParagraphStart], offset: int, before: Sequence[str] = ()) -> list[str]:
+    """The paragraph path open at `offset`: a paragraph's parent where it starts right there."""
+    index = bisect_right([s.start for s in starts], offset) - 1
+    if index < 0:
+        return list(before)
+    start = starts[index]
+    return list(start.parent if start.start == offset else start.path)

@@ -41,7 +41,7 @@ from ingest.loaders import LOADERS, UNSUPPORTED_HINTS, load_file
 
 log = logging.getLogger(__name__)
 
-CHUNKER_VERSION = "1"
+CHUNKER_VERSION = "2"  # 2: char_start and para_path in the chunk metadata
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "fcc-rag/chunk")
 UPSERT_BATCH = 256
 SCROLL_PAGE = 2048
@@ -267,6 +267,8 @@ class _Writer:
                 "heading": chunk.heading,
                 "chunk_index": index,
                 "chunk_count": len(chunks),
+                "char_start": chunk.char_start,
+                "para_path": chunk.para_path,
                 "content_hash": content_hash,
                 "file_hash": file_hash,
                 "doc_type": doc_type,

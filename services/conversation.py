@@ -30,6 +30,7 @@ class AskOptions:
     top_p: float | None = None
     filters: dict | None = None
     collection: str | None = None
+    answer_mode: str | None = None  # verified | extractive | raw (default ANSWER_MODE)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def generation(self) -> dict[str, Any]:
@@ -42,7 +43,13 @@ class AskOptions:
         return {key: value for key, value in values.items() if value is not None}
 
     def rag_kwargs(self) -> dict[str, Any]:
-        return {"k": self.k, "mode": self.mode, "filters": self.filters, **self.generation()}
+        return {
+            "k": self.k,
+            "mode": self.mode,
+            "filters": self.filters,
+            "answer_mode": self.answer_mode,
+            **self.generation(),
+        }
 
 
 def split_conversation(messages: Iterable[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
@@ -160,4 +167,8 @@ def response_payload(result, answer_id: str) -> dict[str, Any]:
         "standalone_question": result.standalone_question,
         "timings": result.timings,
         "usage": result.usage,
+        "answer_mode": result.answer_mode,
+        "dropped": result.dropped,
+        "fallback": result.fallback,
+        "searched": result.searched,
     }

@@ -1,4 +1,4 @@
-"""`python -m cli.ask` as a user runs it: subprocesses on their own embedded store
+"""`python -m chains.ask` as a user runs it: subprocesses on their own embedded store
 (one process per store folder), plus the streaming output in-process."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def test_batch_gives_one_json_line_per_input_line(cli_env, tmp_path):
     batch.write_text("\n".join(lines) + "\n")
 
     done = _run(
-        ["-m", "cli.ask", "--batch", str(batch), "--json", "--k", "2", "--max-new-tokens", "8"],
+        ["-m", "chains.ask", "--batch", str(batch), "--json", "--k", "2", "--max-new-tokens", "8"],
         cli_env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -87,13 +87,15 @@ def test_batch_gives_one_json_line_per_input_line(cli_env, tmp_path):
 
 def test_retrieve_only_does_not_load_the_model(cli_env):
     env = {**cli_env, "LOCAL_BASE_MODEL_PATH": "/nonexistent/model"}  # loading it would fail
-    done = _run(["-m", "cli.ask", ON_TOPIC, "--retrieve-only", "--json", "--k", "2"], env)
+    done = _run(["-m", "chains.ask", ON_TOPIC, "--retrieve-only", "--json", "--k", "2"], env)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(done.stdout.strip().splitlines()) == 1
     assert result["answer"] is None
-    assert [s["n"] for s in result["sources"]] == [1, 2]
+    numbers = [s["n"] for s in result["sources"]]  # evidence passages of the 2 chunks
+    assert numbers == list(range(1, len(numbers) + 1)) and numbers
     assert any(s["section"] == "15.109" for s in result["sources"])
+    assert all(s["pinpoint"] for s in result["sources"])
 
 
 def test_streams_the_answer_then_lists_sources(corpus_collection, capsys):
@@ -108,4 +110,4 @@ def test_streams_the_answer_then_lists_sources(corpus_collection, capsys):
     assert code == 0
     answer, _, listing = out.partition("\nSources")
     assert answer.strip()
-    assert "[1] part15_unintentional_radiators.md" in listing
+    assert "[1] (part15_unintentional_radiators.md, § 15.109" in listing

@@ -43,6 +43,7 @@ def options_of(body: ChatRequest) -> conversation.AskOptions:
         max_new_tokens=body.max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
+        answer_mode=body.answer_mode,
     )
 
 

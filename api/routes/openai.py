@@ -87,7 +87,10 @@ async def _stream(question, history, options) -> AsyncIterator[str]:
 def chat_completions(body: OpenAIChatRequest):
     question, history = conversation.split_conversation((m.role, m.content) for m in body.messages)
     options = conversation.AskOptions(
-        max_new_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p
+        max_new_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        answer_mode=body.answer_mode,
     )
     if body.stream:
         return StreamingResponse(

@@ -57,6 +57,8 @@ def cli_args(config: dict) -> list[str]:
         args += ["--limit", str(config["limit"])]
     if config.get("summary_limit"):
         args += ["--summary-limit", str(config["summary_limit"])]
+    if config.get("answer_modes"):
+        args += ["--answer-modes", ",".join(config["answer_modes"])]
     return args
 
 

@@ -1,0 +1,164 @@
+"""Calibrate the abstention threshold on passage scores (PASSAGE_THRESHOLD).
+
+    python -m bench.abstention [--out bench/results]
+
+For every gold item of the sample set (over data/corpus) and of the eCFR set (over
+../shared/fcc-corpus Parts 97 and 80, when present), the chain's own retrieval and passage
+ranking (`RagChain.retrieve_only`, no model) gives the best passage's score. Over a grid of
+thresholds it reports abstention on unanswerable items and false abstention on answerable
+ones, and picks the threshold with the highest abstention whose false abstention is <= 0.1
+on every set. Writes abstention.md, abstention.json and abstention.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from core.settings import PROJECT_ROOT, get_settings
+
+FCC = PROJECT_ROOT.parent / "shared" / "fcc-corpus"
+SETS = {
+    "sample": (PROJECT_ROOT / "data" / "eval" / "gold.jsonl", [PROJECT_ROOT / "data" / "corpus"]),
+    "ecfr": (
+        PROJECT_ROOT / "data" / "eval" / "ecfr_gold.jsonl",
+        [FCC / "part97" / "txt", FCC / "part80" / "txt"],
+    ),
+}
+GRID = [round(0.30 + 0.01 * i, 2) for i in range(41)]
+MAX_FALSE_ABSTENTION = 0.1
+
+
+def best_scores(name: str, gold: Path, corpus: list[Path]) -> list[dict]:
+    from chains.rag import RagChain
+    from chains.retrieval import Retriever
+    from evals.gold import load_gold
+    from ingest.pipeline import ingest_paths
+
+    collection = f"abstention_{name}"
+    ingest_paths(corpus, collection=collection, progress=False)
+    items, _ = load_gold(gold)
+    # Threshold 0 here: the chain's abstention is what is being calibrated.
+    settings = get_settings().model_copy(update={"passage_threshold": -1.0})
+    chain = RagChain(None, Retriever(collection, settings), settings)
+    rows = []
+    for item in items:
+        result = chain.retrieve_only(item.question)
+        best = result.searched.get("best_score")
+        top = result.sources[0] if result.sources else None
+        rows.append(
+            {
+                "id": item.id,
+                "answerable": item.answerable,
+                "slice": item.slice,
+                "best": best,
+                "top_section": top.section if top else None,
+                "gold_hit": bool(top and top.section in item.sections),
+            }
+        )
+    return rows
+
+
+def sweep(rows: list[dict]) -> list[dict]:
+    out = []
+    for threshold in GRID:
+        answerable = [r for r in rows if r["answerable"]]
+        unanswerable = [r for r in rows if not r["answerable"]]
+
+        def abstains(r, threshold=threshold):
+            return r["best"] is None or r["best"] < threshold
+
+        out.append(
+            {
+                "threshold": threshold,
+                "abstention": sum(map(abstains, unanswerable)) / max(1, len(unanswerable)),
+                "false_abstention": sum(map(abstains, answerable)) / max(1, len(answerable)),
+            }
+        )
+    return out
+
+
+def choose(sweeps: dict[str, list[dict]]) -> float:
+    """Highest mean abstention with false abstention <= MAX_FALSE_ABSTENTION on every set."""
+    best, chosen = -1.0, GRID[0]
+    for i, threshold in enumerate(GRID):
+        if any(s[i]["false_abstention"] > MAX_FALSE_ABSTENTION for s in sweeps.values()):
+            continue
+        mean = sum(s[i]["abstention"] for s in sweeps.values()) / len(sweeps)
+        if mean > best:
+            best, chosen = mean, threshold
+    return chosen
+
+
+def plot(sweeps: dict[str, list[dict]], chosen: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for name, rows in sweeps.items():
+        xs = [r["threshold"] for r in rows]
+        axis.plot(xs, [r["abstention"] for r in rows], label=f"{name}: abstention (unanswerable)")
+        axis.plot(xs, [r["false_abstention"] for r in rows], "--", label=f"{name}: false abstention")
+    axis.axvline(chosen, color="grey", lw=1)
+    axis.axhline(MAX_FALSE_ABSTENTION, color="grey", lw=0.5, ls=":")
+    axis.set_xlabel("passage threshold (best passage score)")
+    axis.set_ylim(0, 1.05)
+    axis.legend(fontsize=7)
+    axis.set_title(f"Abstention by threshold (chosen {chosen})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.abstention", description=__doc__)
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    from core.store import close_clients
+
+    rows: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="abstention-") as store:
+        get_settings().qdrant_path = Path(store)
+        try:
+            for name, (gold, corpus) in SETS.items():
+                if all(path.exists() for path in corpus):
+                    rows[name] = best_scores(name, gold, corpus)
+        finally:
+            close_clients()
+    sweeps = {name: sweep(r) for name, r in rows.items()}
+    chosen = choose(sweeps)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "abstention.json").write_text(
+        json.dumps({"chosen": chosen, "sweeps": sweeps, "items": rows}, indent=1) + "\n"
+    )
+    plot(sweeps, chosen, args.out / "abstention.png")
+    lines = [
+        "# Abstention threshold (passage scores)",
+        "",
+        f"Chosen PASSAGE_THRESHOLD = **{chosen}**: the highest abstention on unanswerable items "
+        f"with false abstention <= {MAX_FALSE_ABSTENTION} on every set. `python -m bench.abstention`.",
+        "",
+        "| set | answerable | unanswerable | abstention at chosen | false abstention at chosen "
+        "| top passage in a gold section |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        at = next(s for s in sweeps[name] if s["threshold"] == chosen)
+        answerable = [x for x in r if x["answerable"]]
+        hit = sum(x["gold_hit"] for x in answerable) / max(1, len(answerable))
+        lines.append(
+            f"| {name} | {len(answerable)} | {len(r) - len(answerable)} | {at['abstention']:.2f} "
+            f"| {at['false_abstention']:.2f} | {hit:.2f} |"
+        )
+    lines += ["", "![abstention](abstention.png)", ""]
+    (args.out / "abstention.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
