@@ -102,7 +102,9 @@ def plot(sweeps: dict[str, list[dict]], chosen: float, path: Path) -> None:
     for name, rows in sweeps.items():
         xs = [r["threshold"] for r in rows]
         axis.plot(xs, [r["abstention"] for r in rows], label=f"{name}: abstention (unanswerable)")
-        axis.plot(xs, [r["false_abstention"] for r in rows], "--", label=f"{name}: false abstention")
+        axis.plot(
+            xs, [r["false_abstention"] for r in rows], "--", label=f"{name}: false abstention"
+        )
     axis.axvline(chosen, color="grey", lw=1)
     axis.axhline(MAX_FALSE_ABSTENTION, color="grey", lw=0.5, ls=":")
     axis.set_xlabel("passage threshold (best passage score)")
