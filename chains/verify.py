@@ -293,6 +293,50 @@ def quantity_supported(quantity: Quantity, passage: Any, facts: PassageFacts | N
     return False
 
 
+# Bound qualifiers: "at least 8 but not more than 25 watts" makes 8 W a floor and 25 W a
+# ceiling. A sentence that calls a floor the maximum (a real SmolLM2 draft: "Maximum power of
+# a ship station on 156-162 MHz is 8 Watts") states a number the passage holds, wrongly.
+_LOWER_BOUND = (
+    r"at\s+least|not\s+less\s+than|no\s+less\s+than|minimum(?:\s+of)?|min\.|as\s+low\s+as"
+)
+_UPPER_BOUND = (
+    r"not\s+more\s+than|no\s+more\s+than|not\s+(?:to\s+)?exceed(?:ing)?|exceeding|"
+    r"maximum(?:\s+of)?|max\.|up\s+to|at\s+most|limited\s+to|no\s+greater\s+than"
+)
+_BOUND = re.compile(rf"(?P<low>\b(?:{_LOWER_BOUND}))|(?P<high>\b(?:{_UPPER_BOUND}))", re.I)
+PASSAGE_BOUND_WINDOW = 40  # characters before a passage's number that qualify it
+
+
+def bound_of(text: str, quantity: Quantity, window: int | None = None) -> str | None:
+    """ "floor", "ceiling" or None: the nearest bound qualifier before the number."""
+    start = quantity.span[0]
+    before = text[max(0, start - window) : start] if window else text[:start]
+    found = None
+    for match in _BOUND.finditer(before):
+        found = "floor" if match.group("low") else "ceiling"
+    return found
+
+
+def bound_conflicts(sentence: str, passage: Any) -> list[Quantity]:
+    """The sentence's numbers that the passage states with the opposite bound."""
+    text = passage.evidence
+    stated = [q for q in extract_quantities(text) if q.kind in ("quantity", "number")]
+    conflicts = []
+    for quantity in extract_quantities(sentence):
+        claimed = bound_of(sentence, quantity) if quantity.kind == "quantity" else None
+        if claimed is None:
+            continue
+        for q in stated:
+            same = q.unit == quantity.unit and _close(q.value, quantity.value)
+            # "at least 8 but not more than 25 watts": the 8 takes the unit written after it.
+            if same or (q.unit is None and _close(q.raw, quantity.raw)):
+                held = bound_of(text, q, PASSAGE_BOUND_WINDOW)
+                if held is not None and held != claimed:
+                    conflicts.append(quantity)
+                    break
+    return conflicts
+
+
 def missing_quantities(
     text: str, passage: Any, facts: PassageFacts | None = None
 ) -> list[Quantity]:
@@ -550,6 +594,7 @@ def _scores(
             lacking = [
                 q for q in sentence.quantities if not quantity_supported(q, passage, facts[j])
             ]
+            lacking += [q for q in bound_conflicts(sentence.text, passage) if q not in lacking]
             row.append(lacking)
             supported = sum(all(q is not m for m in lacking) for q in sentence.claims)
             contained = _containment(sentence, passage_words[j], supported)

@@ -309,3 +309,28 @@ def test_sample_corpus_spread_spectrum_limits(embedder):
     assert [s.text for s in result.sentences] == [good]
     assert result.dropped[0]["text"] == bad and "2 watts" in result.dropped[0]["reason"]
     assert result.cited and not result.fallback
+
+
+def test_a_floor_stated_as_the_maximum_is_dropped():
+    """A real SmolLM2 draft kept before this rule: § 80.215(g) says "at least 8 but not more
+    than 25 watts", so 8 W is the floor, not the maximum."""
+    from chains.evidence import Passage
+    from chains.verify import bound_conflicts, verify_answer
+
+    text = (
+        "Ship stations shall be equipped with transmitters capable of at least 8 but not more "
+        "than 25 watts carrier power in the 156-162 MHz band."
+    )
+    passage = Passage(
+        text, "§ 80.215(g)", "80.215", "(g)", "80.215.txt", None, (0, len(text)), None, "c1"
+    )
+    assert bound_conflicts("The maximum power of a ship station is 8 watts.", passage)
+    assert not bound_conflicts("The maximum power of a ship station is 25 watts.", passage)
+    assert not bound_conflicts("A ship station must manage at least 8 watts.", passage)
+    result = verify_answer(
+        "What is the maximum power of a ship station on VHF?",
+        "The maximum power of a ship station on VHF is 8 watts.",
+        [passage],
+    )
+    assert result.fallback and "8 watts" not in result.answer.split(":")[0]
+    assert result.dropped and "8 watts" in result.dropped[0]["reason"]
