@@ -2,8 +2,9 @@
 
 When `API_KEY` is set, every `/api` and `/v1` route requires it, sent as
 `Authorization: Bearer <key>` or `X-API-Key: <key>`. `GET /api/health` stays open so
-liveness probes work without the secret; it reveals nothing but "ok". The chat UI is
-not covered: put the app behind your own proxy/auth for that.
+liveness probes work without the secret; it reveals nothing but "ok". The chat asks for
+the same key on its login page (ui/auth.py). Without API_KEY both are open, and the server
+listens on loopback only unless ALLOW_OPEN_HOST=true (app.py).
 """
 
 from __future__ import annotations

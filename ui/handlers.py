@@ -18,7 +18,7 @@ from chainlit.utils import utc_now
 
 from core.settings import get_settings
 from services import conversation, documents, uploads
-from ui.feedback_layer import FeedbackDataLayer
+from ui.auth import ChatDataLayer, install_chat_login
 from ui.render import (
     answer_actions,
     describe_report,
@@ -35,9 +35,13 @@ HISTORY_TURNS = 6
 MODES = ["hybrid", "dense", "bm25"]
 
 
+# The chat asks for API_KEY (or a CHAT_USERS login) when API_KEY is set: ui/auth.py.
+install_chat_login()
+
+
 @cl.data_layer
 def feedback_layer() -> BaseDataLayer:
-    return FeedbackDataLayer()
+    return ChatDataLayer()  # the feedback layer, knowing the logged-in users
 
 
 # Chat settings -----------------------------------------------------------------------------
