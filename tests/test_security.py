@@ -304,11 +304,6 @@ def test_training_output_and_adapter_paths(api, server):
     assert not (data / "adapters").exists() and not (data / "corpus").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/routes/qlora.py adapter_folder() still calls resolve_inside (checkpoints "
-    "only); it should call services.paths.resolve_readable to load shipped adapters",
-)
 def test_a_shipped_adapter_can_be_loaded(api, server):
     from tests.test_browser import make_adapter
 

@@ -20,7 +20,7 @@ from core.adapters import ADAPTER_CONFIG, is_adapter_dir
 from core.settings import get_settings
 from services import conversation
 from services.jobs import training_jobs
-from services.paths import resolve_inside
+from services.paths import resolve_inside, resolve_readable
 
 router = APIRouter(
     prefix="/api/chat/qlora", tags=["qlora"], dependencies=[Depends(require_api_key)]
@@ -44,7 +44,7 @@ def check_model_name(name: str) -> str:
 
 
 def adapter_folder(raw: str) -> Path:
-    path = resolve_inside(raw)
+    path = resolve_readable(raw)  # the checkpoints folder, or the shipped data/adapters
     if not is_adapter_dir(path):
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
