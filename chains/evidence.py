@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from chains.quantities import extract_quantities, quantity_supported
 from ingest.chunking import ParagraphStart, path_breaks, scan_paragraphs, split_units
 
 # Ranking weights (see the module docstring for the resulting scale).
@@ -565,8 +566,6 @@ def score_passages(question: str, passages: Sequence[Passage], embedder=None) ->
     """Set and return `score` (and `dense_score`) of each passage; one encode call."""
     if not passages:
         return []
-    from chains.verify import extract_quantities, quantity_supported
-
     vectors = encode_texts([question] + [_ranking_text(p) for p in passages], embedder)
     dense = vectors[1:] @ vectors[0]
     asked_quantities = [q for q in extract_quantities(question) if q.kind == "quantity"]

@@ -13,11 +13,10 @@ from types import SimpleNamespace
 import pytest
 
 from chains.evidence import Passage, rank_passages, split_passages
+from chains.quantities import extract_quantities, missing_quantities
 from chains.verify import (
     SUPPORT_THRESHOLD,
-    extract_quantities,
     extractive_answer,
-    missing_quantities,
     support_score,
     verify_answer,
 )
@@ -315,7 +314,8 @@ def test_a_floor_stated_as_the_maximum_is_dropped():
     """A real SmolLM2 draft kept before this rule: § 80.215(g) says "at least 8 but not more
     than 25 watts", so 8 W is the floor, not the maximum."""
     from chains.evidence import Passage
-    from chains.verify import bound_conflicts, verify_answer
+    from chains.quantities import bound_conflicts
+    from chains.verify import verify_answer
 
     text = (
         "Ship stations shall be equipped with transmitters capable of at least 8 but not more "
