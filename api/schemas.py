@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from services.jobs import request_options, training_option_names
 
@@ -241,14 +250,145 @@ class FeedbackRequest(BaseModel):
 
 # OpenAI-compatible -------------------------------------------------------------------------
 
+# Request fields of OpenAI's chat completions this endpoint does not implement. Sent with a
+# value that changes nothing (null, an empty list, OpenAI's default) they are accepted;
+# any other value is refused with 400 `unsupported_parameter` (api/routes/openai.py words it).
+OPENAI_NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
+    "frequency_penalty": (0,),
+    "presence_penalty": (0,),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "tool_choice": ("none", "auto"),
+    "parallel_tool_calls": (True, False),
+    "modalities": (["text"],),
+    "service_tier": ("auto", "default"),
+    "store": (False,),
+}
+# Accepted with any value, and ignored: they identify the caller, they do not shape the answer.
+OPENAI_IGNORED_FIELDS = frozenset({"user", "safety_identifier", "prompt_cache_key", "metadata"})
+# Chat roles of OpenAI's API this endpoint refuses (the answer comes from the documents only).
+OPENAI_INSTRUCTION_ROLES = ("system", "developer")
+
+
+def _drop_neutral(data: Any, neutral: dict[str, tuple[Any, ...]], known: set[str]) -> Any:
+    if not isinstance(data, dict):
+        return data
+    return {
+        key: value
+        for key, value in data.items()
+        if key in known or not (value is None or value in ([], {}) or value in neutral.get(key, ()))
+    }
+
+
+class OpenAIMessage(BaseModel):
+    """One chat message. `content` is text, or a list of text parts (joined)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str = ""
+    name: str | None = Field(None, description="Ignored.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _neutral_fields(cls, data: Any) -> Any:
+        # A client sending back an earlier reply as is adds refusal/tool_calls/... = null.
+        return _drop_neutral(data, {}, set(cls.model_fields))
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, value: Any) -> Any:
+        if value is None:
+            return ""
+        if not isinstance(value, list):
+            return value
+        texts = []
+        for part in value:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise PydanticCustomError(
+                    "unsupported_value",
+                    "only text content is supported (got a content part of type {kind})",
+                    {"kind": repr(kind)},
+                )
+            texts.append(str(part.get("text") or ""))
+        return "\n".join(texts)
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _supported_role(cls, role: Any) -> Any:
+        if role in OPENAI_INSTRUCTION_ROLES:
+            raise PydanticCustomError(
+                "unsupported_value",
+                "{role} messages are not supported: the assistant answers from the indexed FCC "
+                "documents under fixed instructions (cite every fact as [n], say when the "
+                "documents do not cover the question) that a {role} message cannot replace. "
+                "Send only user and assistant messages.",
+                {"role": role},
+            )
+        if role in ("tool", "function"):
+            raise PydanticCustomError(
+                "unsupported_value",
+                "{role} messages are not supported: this endpoint does no function calling",
+                {"role": role},
+            )
+        return role
+
+
+class OpenAIStreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = Field(
+        False, description="A last chunk with `usage` and empty `choices` before [DONE]."
+    )
+
 
 class OpenAIChatRequest(GenerationOptions):
+    """OpenAI's chat completion request, the parts this endpoint implements; `answer_mode`
+    is an extra field. Any other field is refused (400) unless its value changes nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
     model: str | None = Field(None, description="Ignored: the loaded model answers.")
-    messages: list[ChatMessage] = Field(..., min_length=1)
-    stream: bool = False
+    messages: list[OpenAIMessage] = Field(..., min_length=1)
+    max_completion_tokens: int | None = Field(
+        None, ge=1, le=4096, description="Max new tokens (OpenAI's newer name of max_tokens)."
+    )
+    stream: bool | None = False
+    stream_options: OpenAIStreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
 
-    @model_validator(mode="after")
-    def _ends_with_a_question(self) -> OpenAIChatRequest:
-        _require_question(self.messages)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _neutral_fields(cls, data: Any) -> Any:
+        known = set(cls.model_fields)
+        data = _drop_neutral(data, OPENAI_NEUTRAL_VALUES, known)
+        if isinstance(data, dict):
+            data = {key: value for key, value in data.items() if key not in OPENAI_IGNORED_FIELDS}
+        return data
+
+    @field_validator("messages")
+    @classmethod
+    def _ends_with_a_question(cls, messages: list[OpenAIMessage]) -> list[OpenAIMessage]:
+        if messages[-1].role != "user" or not messages[-1].content.strip():
+            raise PydanticCustomError(
+                "invalid_value", "the last message must be the question: role 'user', not empty"
+            )
+        return messages
+
+    @field_validator("stream_options")
+    @classmethod
+    def _only_when_streaming(cls, value: OpenAIStreamOptions | None, info: ValidationInfo):
+        if value is not None and not info.data.get("stream"):
+            raise PydanticCustomError(
+                "invalid_value", "stream_options is only allowed when stream is true"
+            )
+        return value
+
+    @property
+    def new_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)

@@ -85,6 +85,7 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UploadRejectedError, _upload_error)
     app.add_exception_handler(StoreUnavailableError, _error(503))
     app.add_exception_handler(AnswerFailedError, _error(500))
+    openai.use_error_objects(app)  # last: on /v1 every handler's answer is an OpenAI error object
 
 
 MB = 1024 * 1024
