@@ -634,20 +634,28 @@ def select_evidence(
 
 def choose_passages(
     question: str,
-    chunks: Iterable[Any],
+    chunks: Sequence[Any],
     k: int,
     threshold: float,
     margin: float,
     embedder=None,
 ) -> tuple[list[Passage], float | None]:
-    """The evidence a RAG answer is given: the chunks' passages ranked for the question, the
-    best `k` kept, then those within `margin` of the best (and above `threshold`); none when
-    the best is below `threshold`. Returns (passages best first, the best score or None).
+    """The evidence a RAG answer is given: the passages of the retrieved chunks (best chunk
+    first: its rank counts, `rank_passages`' chunk_order) ranked for the question, the best
+    `k` kept, then those within `margin` of the best (and above `threshold`); none when the
+    best is below `threshold`. Returns (passages best first, the best score or None).
 
     One choice for serving (`chains.rag`) and training (`finetune data from-corpus`), so an
     adapter trains on the evidence it will be served.
     """
-    ranked = rank_passages(question, passages_from_chunks(chunks), embedder, k=k)
+    chunks = list(chunks)
+    ranked = rank_passages(
+        question,
+        passages_from_chunks(chunks),
+        embedder,
+        k=k,
+        chunk_order=[getattr(chunk, "id", None) for chunk in chunks],
+    )
     best = ranked[0].score if ranked else None
     if best is None or best < threshold:
         return [], best

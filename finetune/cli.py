@@ -280,7 +280,31 @@ def add_data_parser(commands) -> None:
     )
     corpus.add_argument("--mode", default="hybrid", choices=["hybrid", "dense", "bm25"])
     corpus.add_argument("--seed", type=int, default=42)
+    corpus.add_argument(
+        "--gold-position",
+        choices=["random", "ranked"],
+        default="random",
+        help="where the passage that answers goes among the numbered passages: a random "
+        "position (so the adapter reads instead of always citing [1]) or where the chain's "
+        "ranking puts it",
+    )
     corpus.set_defaults(handler=run_from_corpus)
+
+    docs = sub.add_parser(
+        "from-docs",
+        help="question/answer pairs generated from documents (rule-based, grounded by construction)",
+        description="Generate question/answer pairs from the documents' own statements: limits "
+        "with numbers and units, obligations and prohibitions, definitions, who/time facts, table "
+        "rows. Every answer is a statement of its document. Writes CSV: question, answer, "
+        "category, difficulty, source, section, pinpoint, kind.",
+    )
+    docs.add_argument("paths", nargs="*", type=Path, help="files or folders (recursively)")
+    docs.add_argument(
+        "--collection", help="also (or instead) read the chunks of this ingested collection"
+    )
+    docs.add_argument("--out", type=Path, required=True, help="the CSV to write")
+    docs.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    docs.set_defaults(handler=run_from_docs)
 
 
 def run_stats(args) -> int:
@@ -336,11 +360,28 @@ def run_from_corpus(args) -> int:
             min_overlap=args.min_overlap,
             mode=args.mode,
             seed=args.seed,
+            gold_position=args.gold_position,
         )
     finally:
         close_clients()
     print(report.format())
     print(f"train on it: python -m finetune train --data {args.out} --max-length 2048")
+    return 0
+
+
+def run_from_docs(args) -> int:
+    from core.store import close_clients
+    from finetune.qa_gen import build_docs_qa
+
+    if not args.paths and not args.collection:
+        raise ValueError("Give document files or folders, or --collection NAME.")
+    try:
+        report = build_docs_qa(args.paths, args.out, args.collection, progress=args.progress)
+    finally:
+        close_clients()
+    print(report.format())
+    print(f"inspect: python -m finetune data stats {args.out}")
+    print(f"RAG records: python -m finetune data from-corpus --qa {args.out} --out rag.jsonl")
     return 0
 
 

@@ -26,6 +26,12 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DEFAULT_CATEGORY = "general"
+# What an adapter was trained to read (training_info.json "prompt_format"): the chain's
+# evidence prompt (numbered passages + question, `chains.prompts.build_rag_messages`) or a
+# bare question under a closed-book system prompt.
+PROMPT_FORMAT_RAG = "rag-evidence"
+PROMPT_FORMAT_CLOSED = "closed-book"
+PROMPT_FORMAT_MIXED = "mixed"
 ROLES = ("system", "user", "assistant")
 _SHAREGPT_ROLES = {
     "human": "user",
@@ -72,6 +78,23 @@ class Example:
     @property
     def has_system(self) -> bool:
         return self.messages[0]["role"] == "system"
+
+    @property
+    def prompt_format(self) -> str:
+        """rag-evidence when the question comes with numbered sources (the served RAG
+        prompt: "Sources:\n[1] (...) ...\n\nQuestion: ..."), else closed-book."""
+        last_user = self.question
+        if last_user.startswith("Sources:\n") and "\nQuestion: " in last_user:
+            return PROMPT_FORMAT_RAG
+        return PROMPT_FORMAT_CLOSED
+
+
+def prompt_format_of(examples: Iterable[Example]) -> str:
+    """rag-evidence, closed-book, or mixed when a data set holds both."""
+    formats = {example.prompt_format for example in examples}
+    if len(formats) == 1:
+        return formats.pop()
+    return PROMPT_FORMAT_MIXED if formats else PROMPT_FORMAT_CLOSED
 
 
 @dataclass(frozen=True)
