@@ -54,19 +54,49 @@ def resolve_quantization(quantization: str | None, device: str) -> str:
     return quantization
 
 
-def compute_dtype(device: str) -> torch.dtype:
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def native_bf16(device: str) -> bool:
+    """Does this CUDA device compute in bf16 natively (Ampere, compute capability 8.0, and
+    newer)? T4 and V100 only emulate it, slowly; torch's plain is_bf16_supported() says yes
+    to emulation too."""
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return False
+    index = torch.device(device).index
+    major, _ = torch.cuda.get_device_capability(index if index is not None else 0)
+    return major >= 8
+
+
+def compute_dtype(device: str, precision: str | None = None) -> torch.dtype:
+    """The dtype models compute in: `precision` auto (the default) picks bf16 on Ampere and
+    newer GPUs, fp16 on older ones (T4, V100) and fp32 on the CPU; bf16, fp16 or fp32 forces it."""
+    precision = (precision or "auto").strip().lower()
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        return _DTYPES[precision]
+    if device.startswith("cuda"):
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     return torch.float32
 
 
-def bnb_config(quantization: str, device: str) -> BitsAndBytesConfig | None:
+def precision_name(dtype: torch.dtype) -> str:
+    """bf16 | fp16 | fp32 for a dtype (training args and training_info.json use these)."""
+    return next((name for name, value in _DTYPES.items() if value == dtype), str(dtype))
+
+
+def bnb_config(
+    quantization: str, device: str, dtype: torch.dtype | None = None
+) -> BitsAndBytesConfig | None:
+    """The bitsandbytes config; 4-bit NF4 computes in `dtype` (default: compute_dtype(device))."""
     if quantization == "4bit":
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32,
+            bnb_4bit_compute_dtype=dtype or compute_dtype(device),
         )
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -89,20 +119,22 @@ def load_base_model(
     name_or_path: str | None = None,
     quantization: str | None = None,
     device: str | None = None,
+    precision: str | None = None,
 ) -> LoadedModel:
     """Load the base model for inference or training.
 
-    4-bit NF4 (double quantization) is the default on CUDA; bf16 on CUDA and fp32 on CPU
-    otherwise. bitsandbytes also runs 4-bit and 8-bit on the CPU when asked.
+    4-bit NF4 (double quantization) is the default on CUDA. The compute dtype follows the
+    hardware (`compute_dtype`: bf16 on Ampere and newer, fp16 on T4/V100, fp32 on the CPU)
+    unless `precision` forces one. bitsandbytes also runs 4-bit and 8-bit on the CPU when asked.
     """
     settings = get_settings()
     name = name_or_path if name_or_path is not None else settings.local_base_model_path
     path = resolve_base_model(name, settings)
     device = pick_device(device)
     quantization = resolve_quantization(quantization, device)
-    dtype = compute_dtype(device)
+    dtype = compute_dtype(device, precision)
     kwargs: dict = {"dtype": dtype, "token": settings.hf_token}
-    quant_config = bnb_config(quantization, device)
+    quant_config = bnb_config(quantization, device, dtype)
     if quant_config is not None:
         kwargs["quantization_config"] = quant_config
         kwargs["device_map"] = (

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from core.adapters import FINAL_MODEL, TRAINING_INFO
-from core.modeling import LoadedModel, load_base_model
+from core.modeling import LoadedModel, load_base_model, precision_name
 from core.settings import get_settings
 from finetune.callbacks import LogLines, LossProgressBar, ProgressHook, ProgressReporter
 from finetune.config import TrainConfig
@@ -37,6 +37,7 @@ from finetune.data import (
     LoadResult,
     examples_from_records,
     filter_examples,
+    prompt_format_of,
     read_examples,
     split_examples,
     to_training_record,
@@ -97,6 +98,8 @@ def prepare_data(config: TrainConfig, examples: list | None = None) -> PreparedD
 def _warn_about_lengths(tokenizer, records: list[dict], max_length: int) -> dict[str, int]:
     lengths = [tokenize_record(tokenizer, record) for record in records]
     too_long = sum(1 for t in lengths if len(t["input_ids"]) > max_length)
+    # Real (non-pad) tokens in one epoch, as trained (cut at max_length): for tokens/s.
+    tokens = sum(min(len(t["input_ids"]), max_length) for t in lengths)
     prompt_only = sum(1 for t in lengths if t["labels"][:max_length].count(-100) >= max_length)
     if too_long:
         log.warning(
@@ -108,7 +111,7 @@ def _warn_about_lengths(tokenizer, records: list[dict], max_length: int) -> dict
             max_length,
             prompt_only,
         )
-    return {"truncated": too_long, "dropped": prompt_only}
+    return {"truncated": too_long, "dropped": prompt_only, "tokens_per_epoch": tokens}
 
 
 # Output folders ------------------------------------------------------------------------------
@@ -164,7 +167,9 @@ def build_lora_model(config: TrainConfig) -> tuple[LoadedModel, torch.nn.Module]
     """The base model (quantized or not), prepared for k-bit training when quantized, with LoRA."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    loaded = load_base_model(config.base_model, config.quantization, config.device)
+    loaded = load_base_model(
+        config.base_model, config.quantization, config.device, precision=_precision(config)
+    )
     model = loaded.model
     checkpointing = config.resolved_gradient_checkpointing
     if loaded.quantization in {"4bit", "8bit"} and config.fp32_upcast:
@@ -202,9 +207,33 @@ def _steps_per_epoch(n_train: int, config: TrainConfig) -> int:
     return max(1, math.ceil(batches / config.resolved_gradient_accumulation_steps))
 
 
-def _sft_config(config: TrainConfig, output_dir: Path, device: str, n_train: int, has_eval: bool):
+def _precision(config: TrainConfig) -> str | None:
+    """auto (None) | bf16 | fp16 | fp32: the override of the hardware's choice, if the config
+    has one (`core.modeling.compute_dtype` picks bf16 on Ampere+, fp16 on T4/V100)."""
+    return getattr(config, "precision", None)
+
+
+def liger_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+def use_liger(config: TrainConfig, device: str) -> bool:
+    """Liger's fused kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) on CUDA when
+    `liger_kernel` is installed; `config.liger` (when the config has it) forces on or off."""
+    wanted = getattr(config, "liger", None)
+    if wanted is not None:
+        return bool(wanted)
+    return device.startswith("cuda") and liger_available()
+
+
+def _sft_config(
+    config: TrainConfig, output_dir: Path, loaded: LoadedModel, n_train: int, has_eval: bool
+):
     from trl import SFTConfig
 
+    device = loaded.device
     on_cuda = device.startswith("cuda")
     total_steps = config.max_steps or math.ceil(
         config.resolved_epochs * _steps_per_epoch(n_train, config)
@@ -243,9 +272,11 @@ def _sft_config(config: TrainConfig, output_dir: Path, device: str, n_train: int
         packing=config.packing,
         packing_strategy="bfd",
         completion_only_loss=True,
-        bf16=on_cuda and torch.cuda.is_bf16_supported(),
-        fp16=False,
+        # Mixed precision follows the model's compute dtype (core.modeling.compute_dtype).
+        bf16=on_cuda and loaded.dtype == "bfloat16",
+        fp16=on_cuda and loaded.dtype == "float16",
         use_cpu=not on_cuda,
+        use_liger_kernel=use_liger(config, device),
         neftune_noise_alpha=config.neftune_alpha,
         disable_tqdm=True,  # LossProgressBar replaces transformers' bar
         dataloader_num_workers=0,
@@ -291,7 +322,7 @@ def build_trainer(
     train_records = [to_training_record(e, config.system_prompts) for e in data.train]
     eval_records = [to_training_record(e, config.system_prompts) for e in data.eval]
     length_report = _warn_about_lengths(loaded.tokenizer, train_records, config.max_length)
-    args = _sft_config(config, output_dir, loaded.device, len(train_records), bool(eval_records))
+    args = _sft_config(config, output_dir, loaded, len(train_records), bool(eval_records))
     callbacks: list = []
     if on_progress is not None:
         callbacks.append(ProgressReporter(on_progress))
@@ -315,8 +346,9 @@ def build_trainer(
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    if loaded.quantization != "none" and loaded.dtype == "float32":
-        # TRL casts QLoRA adapters to bf16 (the paper's GPU recipe); on the CPU they stay fp32.
+    if (loaded.quantization != "none" and loaded.dtype == "float32") or args.fp16:
+        # TRL casts QLoRA adapters to bf16 (the paper's GPU recipe); on the CPU they stay fp32,
+        # and with fp16 mixed precision the grad scaler needs fp32 trainable weights.
         for parameter in trainer.model.parameters():
             if parameter.requires_grad and parameter.dtype != torch.float32:
                 parameter.data = parameter.data.float()
@@ -325,7 +357,7 @@ def build_trainer(
         config.resolved_batch_size,
         config.max_length,
         config.resolved_gradient_checkpointing,
-        torch.bfloat16 if args.bf16 else torch.float32,
+        torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32,
     )
     return TrainingSetup(trainer, loaded, data, output_dir, resume_from, memory, length_report)
 
@@ -339,6 +371,8 @@ def train(
     started = time.monotonic()
     setup = build_trainer(config, on_progress, examples)
     loaded, trainer = setup.loaded, setup.trainer
+    if torch.cuda.is_available() and loaded.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     try:
         setup.output_dir.mkdir(parents=True, exist_ok=True)
         log.info(
@@ -373,6 +407,22 @@ def train(
             torch.cuda.empty_cache()
 
 
+def _throughput(setup: TrainingSetup, output, state) -> dict[str, Any]:
+    """The trainer's own runtime, the real (non-pad) tokens trained (the data's tokens per
+    epoch x epochs done), tokens/s and the peak GPU memory."""
+    runtime = (output.metrics or {}).get("train_runtime")
+    tokens = int(setup.length_report.get("tokens_per_epoch", 0) * (state.epoch or 0.0))
+    values: dict[str, Any] = {
+        "train_runtime_s": round(float(runtime), 2) if runtime else None,
+        "train_tokens": tokens,
+        "tokens_per_s": round(tokens / runtime, 1) if runtime else None,
+        "peak_memory_gib": None,
+    }
+    if setup.loaded.device.startswith("cuda") and torch.cuda.is_available():
+        values["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return values
+
+
 def _save_run(
     setup: TrainingSetup, config: TrainConfig, output, eval_metrics: dict, started: float
 ) -> TrainResult:
@@ -389,6 +439,8 @@ def _save_run(
     history = state.log_history
     train_loss = float(output.training_loss) if output.training_loss is not None else None
     eval_loss = float(eval_metrics["eval_loss"]) if "eval_loss" in eval_metrics else None
+    examples = data.train + data.eval
+    throughput = _throughput(setup, output, state)
     info = {
         "train_loss": train_loss,
         "eval_loss": eval_loss,
@@ -414,6 +466,12 @@ def _save_run(
         "quantization": loaded.quantization,
         "device": loaded.device,
         "dtype": loaded.dtype,
+        "precision": precision_name(getattr(torch, loaded.dtype, torch.float32)),
+        "liger": bool(trainer.args.use_liger_kernel),
+        "packing": bool(config.packing),
+        # What the adapter reads (services.assistant warns when a closed-book one serves RAG).
+        "prompt_format": prompt_format_of(examples),
+        "throughput": throughput,
         "preset": config.preset,
         "arguments": config.to_dict(),
         "lora_trainable_params": memory.lora_params,
@@ -454,6 +512,8 @@ def _save_run(
             "runtime_s": info["runtime_s"],
             "train_examples": len(data.train),
             "eval_examples": len(data.eval),
+            "prompt_format": info["prompt_format"],
+            **throughput,
         },
         output_dir=output_dir,
         loss_curve_path=curve,

@@ -304,3 +304,47 @@ def test_training_record_gets_the_category_system_prompt():
     assert system_prompt_for("unknown-category") == system_prompt_for(None)
     custom = to_training_record(example, {"default": "Custom."})
     assert custom["prompt"][0]["content"] == "Custom."
+
+
+def test_prompt_format_of_examples():
+    from finetune.data import PROMPT_FORMAT_CLOSED, PROMPT_FORMAT_RAG, prompt_format_of
+
+    rag = Example(
+        [
+            {"role": "system", "content": "You answer ..."},
+            {"role": "user", "content": "Sources:\n[1] (a.txt, § 1.1) Text.\n\nQuestion: Q?\n..."},
+            {"role": "assistant", "content": "Text [1]."},
+        ]
+    )
+    closed = Example.from_pair("What is Part 15?", "Unlicensed devices.")
+    assert rag.prompt_format == PROMPT_FORMAT_RAG == "rag-evidence"
+    assert closed.prompt_format == PROMPT_FORMAT_CLOSED == "closed-book"
+    assert prompt_format_of([rag, rag]) == "rag-evidence"
+    assert prompt_format_of([closed]) == "closed-book"
+    assert prompt_format_of([rag, closed]) == "mixed"
+    # A RAG record keeps its own system prompt: no closed-book one is put in front.
+    assert to_training_record(rag)["prompt"][0]["content"] == "You answer ..."
+
+
+def test_precision_follows_the_hardware_with_an_override(monkeypatch):
+    import torch
+
+    from core import modeling
+
+    assert modeling.compute_dtype("cpu") == torch.float32
+    assert modeling.compute_dtype("cpu", "bf16") == torch.bfloat16  # forced
+    assert modeling.compute_dtype("cuda", "fp32") == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        modeling.compute_dtype("cpu", "fp8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for capability, expected in (
+        ((7, 5), torch.float16),
+        ((7, 0), torch.float16),
+        ((8, 0), torch.bfloat16),
+        ((9, 0), torch.bfloat16),
+    ):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_, c=capability: c)
+        assert modeling.compute_dtype("cuda") == expected, capability  # T4/V100 fp16, Ampere+ bf16
+        config = modeling.bnb_config("4bit", "cuda")
+        assert config.bnb_4bit_compute_dtype == expected
+    assert modeling.precision_name(torch.float16) == "fp16"
