@@ -7,8 +7,13 @@ refers to that id: a rating (1 = 👍, 0 = 👎) and an optional correction.
     python -m services.feedback export --out feedback.jsonl [--all]
     python -m services.feedback stats
 
-The export writes chat-format JSONL (`messages` = user question + assistant answer, or
-the correction where one was given), which `python -m finetune train --data` reads.
+Each answer is stored with the exact chat messages the model saw (the chain's prompt:
+system rule, worked example, numbered evidence passages and the question; `RagResult.messages`),
+so the export trains on the served format: `messages` = those messages + the answer (or the
+correction where one was given), `prompt_format` "rag-evidence". Answers recorded without
+messages (no model call, or recorded before messages were kept) export closed-book: user
+question + answer, `prompt_format` "closed-book". `python -m finetune train --data` reads
+both; `--prompt-format rag-evidence` exports only the first kind.
 By default only rows with a good target are exported: 👍 answers and any corrected one.
 """
 
@@ -36,7 +41,8 @@ CREATE TABLE IF NOT EXISTS answers (
     question TEXT NOT NULL,
     answer TEXT NOT NULL,
     sources TEXT NOT NULL,
-    model_info TEXT NOT NULL
+    model_info TEXT NOT NULL,
+    messages TEXT
 );
 CREATE TABLE IF NOT EXISTS feedback (
     id TEXT PRIMARY KEY,
@@ -46,6 +52,11 @@ CREATE TABLE IF NOT EXISTS feedback (
     updated_at TEXT NOT NULL
 );
 """
+
+
+# The values of `prompt_format` (as finetune.data and training_info.json spell them).
+PROMPT_FORMAT_RAG = "rag-evidence"
+PROMPT_FORMAT_CLOSED = "closed-book"
 
 
 class UnknownAnswerError(KeyError):
@@ -62,6 +73,7 @@ class FeedbackRow:
     correction: str | None
     created_at: str
     channel: str
+    messages: list[dict] | None = None  # the prompt the model saw (None: not recorded)
 
     @property
     def target(self) -> str:
@@ -73,12 +85,23 @@ class FeedbackRow:
     def trainable(self) -> bool:
         return bool(self.correction and self.correction.strip()) or self.rating == 1
 
+    @property
+    def prompt_format(self) -> str:
+        return PROMPT_FORMAT_RAG if self.messages else PROMPT_FORMAT_CLOSED
+
     def to_example(self) -> dict:
-        return {
-            "messages": [
+        if self.messages:  # the served prompt, exactly, then the answer to learn
+            last = self.messages[-1].get("role")
+            prompt = self.messages[:-1] if last == "assistant" else list(self.messages)
+            messages = [*prompt, {"role": "assistant", "content": self.target}]
+        else:
+            messages = [
                 {"role": "user", "content": self.question},
                 {"role": "assistant", "content": self.target},
-            ],
+            ]
+        return {
+            "messages": messages,
+            "prompt_format": self.prompt_format,
             "question": self.question,
             "answer": self.answer,
             "correction": self.correction or None,
@@ -110,6 +133,9 @@ class FeedbackStore:
             try:
                 if not self._ready:
                     connection.executescript(_SCHEMA)
+                    columns = {row[1] for row in connection.execute("PRAGMA table_info(answers)")}
+                    if "messages" not in columns:  # a database from before messages were kept
+                        connection.execute("ALTER TABLE answers ADD COLUMN messages TEXT")
                     self._ready = True
                 with connection:
                     yield connection
@@ -124,11 +150,14 @@ class FeedbackStore:
         model_info: dict | None = None,
         answer_id: str | None = None,
         channel: str = "chat",
+        messages: list[dict] | None = None,
     ) -> str:
+        """Keep an answer; `messages` are the chat messages the model saw (RagResult.messages)."""
         answer_id = answer_id or uuid.uuid4().hex
         with self._connect() as db:
             db.execute(
-                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO answers (id, created_at, channel, question, answer, "
+                "sources, model_info, messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     answer_id,
                     _now(),
@@ -137,6 +166,7 @@ class FeedbackStore:
                     answer,
                     json.dumps(sources, ensure_ascii=False),
                     json.dumps(model_info or {}, ensure_ascii=False),
+                    json.dumps(messages, ensure_ascii=False) if messages else None,
                 ),
             )
         return answer_id
@@ -171,21 +201,40 @@ class FeedbackStore:
         with self._connect() as db:
             cursor = db.execute(
                 "SELECT a.id, a.question, a.answer, a.sources, f.rating, f.correction, "
-                f"a.created_at, a.channel FROM answers a {join} feedback f ON f.answer_id = a.id "
+                "a.created_at, a.channel, a.messages "
+                f"FROM answers a {join} feedback f ON f.answer_id = a.id "
                 "ORDER BY a.created_at, a.rowid"
             )
             return [
-                FeedbackRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7])
+                FeedbackRow(
+                    r[0],
+                    r[1],
+                    r[2],
+                    json.loads(r[3]),
+                    r[4],
+                    r[5],
+                    r[6],
+                    r[7],
+                    json.loads(r[8]) if r[8] else None,
+                )
                 for r in cursor.fetchall()
             ]
 
-    def examples(self, include_all: bool = False) -> list[dict]:
-        return [row.to_example() for row in self.rows() if include_all or row.trainable]
+    def examples(self, include_all: bool = False, prompt_format: str | None = None) -> list[dict]:
+        """Training records; `prompt_format` rag-evidence or closed-book keeps only that kind."""
+        return [
+            row.to_example()
+            for row in self.rows()
+            if (include_all or row.trainable)
+            and (prompt_format in (None, "all") or row.prompt_format == prompt_format)
+        ]
 
-    def export(self, out: Path | str, include_all: bool = False) -> int:
+    def export(
+        self, out: Path | str, include_all: bool = False, prompt_format: str | None = None
+    ) -> int:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        examples = self.examples(include_all)
+        examples = self.examples(include_all, prompt_format)
         with out.open("w", encoding="utf-8") as handle:
             for example in examples:
                 handle.write(json.dumps(example, ensure_ascii=False) + "\n")
@@ -200,6 +249,7 @@ class FeedbackStore:
             "thumbs_down": sum(r.rating == 0 for r in rows),
             "corrected": sum(bool(r.correction) for r in rows),
             "trainable": sum(r.trainable for r in rows),
+            "with_messages": sum(r.messages is not None for r in rows),
         }
 
 
@@ -227,6 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument(
         "--all", action="store_true", help="also rows without a good target (👎 without correction)"
     )
+    export.add_argument(
+        "--prompt-format",
+        choices=["all", PROMPT_FORMAT_RAG, PROMPT_FORMAT_CLOSED],
+        default="all",
+        help="rag-evidence: only answers stored with the prompt the model saw (train RAG "
+        "adapters on these); closed-book: only the others (default: all)",
+    )
     commands.add_parser("stats", help="count answers and ratings")
     args = parser.parse_args(argv)
     store = FeedbackStore(args.db) if args.db else get_feedback_store()
@@ -239,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stats":
         print(json.dumps(store.stats(), indent=2))
         return 0
-    count = store.export(args.out, include_all=args.all)
+    count = store.export(args.out, include_all=args.all, prompt_format=args.prompt_format)
     print(f"Wrote {count} example(s) to {args.out}")
     if count == 0:
         print("Nothing to export yet: rate answers 👍, or 👎 with a correction.", file=sys.stderr)
