@@ -39,7 +39,9 @@ class Settings(BaseSettings):
 
     # Models: empty means the bundled default.
     local_base_model_path: str = ""
-    local_adapter_path: str | None = None
+    # The shipped QLoRA adapter (trained on the served RAG prompt, data/adapters/*/README.md);
+    # LOCAL_ADAPTER_PATH= (empty) serves the bare base model.
+    local_adapter_path: str | None = str(PROJECT_ROOT / "data" / "adapters" / "smollm2-fcc-rag")
     embedding_model: str = ""
     hf_token: str | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -15,7 +15,13 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.adapters import find_adapters
+from core.adapters import (
+    adapter_name,
+    describe_adapter,
+    find_adapters,
+    is_adapter_dir,
+    read_training_info,
+)
 from core.models import ModelNotFoundError
 from core.settings import Settings, get_settings
 
@@ -180,13 +186,19 @@ class Assistant:
     def status(self) -> dict[str, Any]:
         llm = self._llm
         info = llm.info() if llm is not None else {}
+        adapter_path = info.get("adapter")
         return {
             "loaded": llm is not None,
             "loading": self._loading,
             "model_name": info.get("model"),
             "model_path": info.get("model_path"),
             "adapter": info.get("adapter_name"),
-            "adapter_path": info.get("adapter"),
+            "adapter_path": adapter_path,
+            # What the active adapter was trained to read, and a warning when that is not
+            # the RAG evidence prompt the chat serves.
+            "adapter_prompt_format": adapter_prompt_format(adapter_path),
+            "adapter_warning": adapter_warning(adapter_path),
+            "default_adapter": self.settings.local_adapter_path,
             "adapters": info.get("adapters", []),
             "device": info.get("device"),
             "quantization": info.get("quantization"),
@@ -200,8 +212,50 @@ class Assistant:
         }
 
     def available_adapters(self) -> list[dict[str, Any]]:
-        """Adapter folders (holding adapter_config.json) under the checkpoints folder."""
-        return find_adapters(self.settings.checkpoints_path)
+        """Adapter folders (holding adapter_config.json): the checkpoints folder's, the shipped
+        ones (<data>/adapters) and LOCAL_ADAPTER_PATH's, each once, with its prompt format."""
+        from services.paths import shipped_adapters_path
+
+        found = find_adapters(self.settings.checkpoints_path, shipped_adapters_path(self.settings))
+        default = self.settings.local_adapter_path
+        if default and is_adapter_dir(default):
+            known = {Path(a["path"]).resolve() for a in found}
+            if Path(default).resolve() not in known:
+                found.append(describe_adapter(Path(default), Path(default).parent))
+        for adapter in found:
+            adapter["prompt_format"] = adapter_prompt_format(adapter["path"])
+            adapter["warning"] = adapter_warning(adapter["path"])
+        return found
+
+
+# What an adapter reads -------------------------------------------------------------------------
+
+RAG_PROMPT_FORMAT = "rag-evidence"  # training_info.json "prompt_format" (finetune.data)
+
+
+def adapter_prompt_format(path: str | Path | None) -> str | None:
+    """rag-evidence | closed-book | mixed, as training recorded it; None for the bare base
+    (or an adapter trained before the format was recorded)."""
+    if not path:
+        return None
+    value = read_training_info(path).get("prompt_format")
+    return str(value) if value else None
+
+
+def adapter_warning(path: str | Path | None) -> str | None:
+    """A warning when an adapter trained on another prompt serves the chat's RAG prompt."""
+    fmt = adapter_prompt_format(path)
+    if not path or fmt in (None, RAG_PROMPT_FORMAT):
+        return None
+    if fmt == "closed-book":
+        what = "closed-book (bare questions under a system prompt, no sources)"
+    else:
+        what = f"{fmt} data (partly not the RAG evidence prompt)"
+    return (
+        f"The adapter {adapter_name(path)!r} was trained {what}, but the chat serves the RAG "
+        "evidence prompt (numbered passages, then the question): expect fewer valid citations. "
+        "Train a RAG adapter on `finetune data from-corpus` records or a feedback export."
+    )
 
 
 _assistant: Assistant | None = None

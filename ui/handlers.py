@@ -117,7 +117,8 @@ def options_from(values: dict[str, Any]) -> conversation.AskOptions:
 async def start() -> None:
     adapters = await asyncio.to_thread(adapter_choices)
     a = conversation.assistant()
-    active = a.llm.info().get("adapter") if a.loaded else None
+    # Not loaded yet: the adapter it will load with (LOCAL_ADAPTER_PATH, the shipped one).
+    active = a.llm.info().get("adapter") if a.loaded else a.settings.local_adapter_path
     values = await chat_settings(adapters, active).send()
     cl.user_session.set("settings", dict(values))  # a copy: Chainlit updates its own dict in place
     cl.user_session.set("adapters", adapters)
@@ -131,9 +132,11 @@ async def settings_changed(values: dict[str, Any]) -> None:
     cl.user_session.set("settings", dict(values))  # a copy: Chainlit updates its own dict in place
     if values.get("adapter") != previous.get("adapter"):
         path = (cl.user_session.get("adapters") or {}).get(values.get("adapter"))
-        await asyncio.to_thread(conversation.assistant().use_adapter, path)
+        status = await asyncio.to_thread(conversation.assistant().use_adapter, path)
+        warning = (status or {}).get("adapter_warning")
         await cl.Message(
             content=f"Adapter: **{values.get('adapter')}** (base model {'only' if not path else '+ LoRA'})."
+            + (f"\n\n⚠️ {warning}" if warning else "")
         ).send()
 
 
