@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from chains.quantities import extract_quantities, quantity_supported
+from chains.quantities import (
+    asked_bound,
+    extract_quantities,
+    quantity_supported,
+    stated_bounds,
+    states_amount,
+    wants_amount,
+)
 from ingest.chunking import ParagraphStart, path_breaks, scan_paragraphs, split_units
 
 # Ranking weights (see the module docstring for the resulting scale).
@@ -36,6 +43,13 @@ W_QUANTITY = 0.1
 W_SECTION = 0.15
 W_PARAGRAPH = 0.1
 W_CHUNK_RANK = 0.15  # / the chunk's retrieval rank (rank_passages)
+W_AMOUNT = 0.1  # the question asks for an amount and the passage states one
+# The question asks for a maximum and the passage states a ceiling ("not exceed"), or a
+# minimum and a floor: § 97.313(a) "must use the minimum power necessary" outranked (b)
+# "exceeding 1.5 kW PEP" for "What is the maximum transmitter power ...?" on cosine alone.
+W_BOUND = 0.1
+# A list intro alone ("... 200 W PEP:") quotes half a rule: the items say where it applies.
+W_LIST_INTRO = -0.05
 # A paragraph longer than this is quoted sentence by sentence (under the same pinpoint).
 LONG_PARAGRAPH_CHARS = 240
 # A "sentence" shorter than this (a paragraph heading like "Fixed point-to-point
@@ -576,6 +590,8 @@ def score_passages(question: str, passages: Sequence[Passage], embedder=None) ->
         if (match.group(1), match.group(2)) in named:
             unnamed = unnamed.replace(match.group(0), " ")
     asked = {t for t in content_tokens(unnamed) if len(t) > 1}
+    amount = wants_amount(question)
+    bound = asked_bound(question)
     scores = []
     for passage, cosine in zip(passages, dense, strict=True):
         words = content_tokens(_ranking_text(passage))
@@ -588,6 +604,9 @@ def score_passages(question: str, passages: Sequence[Passage], embedder=None) ->
             + W_QUANTITY * quantity
             + W_SECTION * section
             + W_PARAGRAPH * _paragraph_match(named, passage)
+            + W_AMOUNT * (amount and states_amount(passage.text))
+            + W_BOUND * (bound is not None and bound in stated_bounds(passage.text))
+            + W_LIST_INTRO * passage.text.rstrip().endswith(":")
         )
         passage.dense_score, passage.score = float(cosine), float(score)
         scores.append(float(score))

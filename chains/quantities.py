@@ -249,7 +249,8 @@ def quantity_supported(quantity: Quantity, passage: Any, facts: PassageFacts | N
         if quantity.text in facts.sections:
             return True
         return any(
-            same_value(q.raw, quantity.raw) or same_value(q.value, quantity.raw) for q in facts.quantities
+            same_value(q.raw, quantity.raw) or same_value(q.value, quantity.raw)
+            for q in facts.quantities
         )
     for q in facts.quantities:
         if q.unit == quantity.unit and same_value(q.value, quantity.value):
@@ -309,3 +310,45 @@ def missing_quantities(
 ) -> list[Quantity]:
     facts = facts or passage_facts(passage)
     return [q for q in extract_quantities(text) if not quantity_supported(q, passage, facts)]
+
+
+# Questions that ask for an amount: "how much/many/long/often/fast", "what is the maximum",
+# "what power/frequency/limit". Their answer states a number; a passage or a sentence
+# without one does not answer them (measured on the eCFR gold set: the top passage of
+# "What is the maximum transmitter power any amateur station may use?" was § 97.313(a),
+# "must use the minimum transmitter power necessary", not (b)'s 1.5 kW PEP).
+_WANTS_AMOUNT = re.compile(
+    r"\bhow\s+(?:much|many|long|often|fast|far|high|low|old|soon|large|big|wide)\b|"
+    r"\b(?:maximum|minimum|max|min|limit|limits|power|frequency|frequencies|band|"
+    r"distance|duration|deadline|rate|level|tolerance|bandwidth|field strength|speed)\b",
+    re.IGNORECASE,
+)
+
+
+def wants_amount(question: str) -> bool:
+    """Does the question ask for a number (a limit, a count, a time, a frequency)?"""
+    return bool(_WANTS_AMOUNT.search(question or ""))
+
+
+def states_amount(text: str) -> bool:
+    return any(q.kind in ("quantity", "number") for q in extract_quantities(text))
+
+
+_ASKS_CEILING = re.compile(
+    r"\b(?:maximum|max|limit|limits|exceed|most|how\s+(?:much|high|fast|long))\b", re.I
+)
+_ASKS_FLOOR = re.compile(r"\b(?:minimum|min|at\s+least|how\s+(?:low|soon))\b", re.I)
+
+
+def asked_bound(question: str) -> str | None:
+    """ "ceiling" for "What is the maximum ...", "floor" for "the minimum ...", else None."""
+    if _ASKS_FLOOR.search(question or ""):
+        return "floor"
+    if _ASKS_CEILING.search(question or ""):
+        return "ceiling"
+    return None
+
+
+def stated_bounds(text: str) -> set[str]:
+    """The bound qualifiers a text uses: {"floor"}, {"ceiling"}, both or none."""
+    return {"floor" if m.group("low") else "ceiling" for m in _BOUND.finditer(text or "")}

@@ -33,6 +33,8 @@ from chains.quantities import (
     passage_facts,
     quantity_supported,
     same_value,
+    states_amount,
+    wants_amount,
 )
 
 # Support needed to keep a sentence, on the `support_score` scale (with the question
@@ -48,8 +50,13 @@ W_COSINE = 0.6
 W_CONTAINMENT = 0.4
 # The model's own [n] is kept when its passage scores within this of the best one.
 MARKER_MARGIN = 0.05
+# A kept sentence's passage must rank within this of the question's best passage: a true
+# sentence about another service answers another question (a real draft, asked about
+# amateur stations: "... at least once every 15 minutes during radiotelephone
+# communications. [2]", from Part 80).
+RELEVANCE_MARGIN = 0.15
 # A second quote in an extractive answer: only this close to the first one's score.
-QUOTE_MARGIN = 0.05
+QUOTE_MARGIN = 0.1
 MAX_SENTENCES = 24  # a looping 135M model writes hundreds; more are not checked
 MAX_SENTENCE_CHARS = 500  # longer "sentences" are run-on garbage
 MIN_WORDS = 3
@@ -332,7 +339,7 @@ def verify_answer(
         dropped.append({"text": (draft or "")[:300], "reason": "empty draft"})
     kept = _judge(question, candidates, passages, embedder, threshold, dropped)
     if not kept:
-        quoted = extractive_answer(question, passages, max_quotes=1, embedder=embedder)
+        quoted = extractive_answer(question, passages, embedder=embedder)
         quoted.dropped = dropped + quoted.dropped
         return quoted
     answer = " ".join(f"{s.text} [{s.n}]" for s in kept)
@@ -350,19 +357,27 @@ def _judge(
 ) -> list[SupportedSentence]:
     """The supported sentences; the others go to `dropped` with their reason."""
     claims: list[tuple[_Candidate, _Sentence]] = []
+    amount = wants_amount(question)
     for candidate in candidates:
         sentence = _Sentence.of(candidate.text, question)
         if sentence.restates:  # "No power limit applies on the 60 m band." adds only "no"
             dropped.append({"text": candidate.text, "reason": "restates the question"})
+        elif amount and not states_amount(candidate.text):
+            # "The amplifier must meet the FCC's requirements." for "What gain ... must ...?"
+            dropped.append({"text": candidate.text, "reason": "states no amount; one was asked"})
         else:
             claims.append((candidate, sentence))
     if not claims:
         return []
     facts = [passage_facts(p) for p in passages]
     scores, missing = _scores([s for _, s in claims], passages, facts, embedder)
+    best = max(p.score for p in passages)
     kept: list[SupportedSentence] = []
     for (candidate, _), row, lacking in zip(claims, scores, missing, strict=True):
         index, reason = _choose(candidate, row, lacking, passages, threshold)
+        if index is not None and passages[index].score < best - RELEVANCE_MARGIN:
+            reason = f"backed only by passage [{passages[index].n}], off the question"
+            index = None
         if index is None:
             dropped.append({"text": candidate.text, "reason": reason})
         else:

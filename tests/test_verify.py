@@ -170,7 +170,8 @@ def test_keeps_a_faithful_paraphrase_with_its_marker(model_craft, embedder):
 
 def test_corrects_a_wrong_marker(model_craft, embedder):
     draft = "The control signals are not considered codes or ciphers [1]."
-    result = verify_answer(QUESTION, draft, model_craft, embedder)
+    question = "What other rules apply to telecommand of a model craft?"
+    result = verify_answer(question, draft, model_craft, embedder)
     assert result.answer == "The control signals are not considered codes or ciphers. [3]"
     assert result.sentences[0].model_n == [1] and result.cited == [3]
 
@@ -207,10 +208,12 @@ def test_fallback_quote_format(shared_corpus, embedder):
     _numbered(*ranked)
     assert ranked[0].pinpoint == "§ 97.313(b)"
     result = verify_answer(question, "Bananas are yellow and grow in bunches.", ranked, embedder)
-    assert result.fallback and result.cited == [1]
-    assert result.answer == (
+    assert result.fallback and result.cited[0] == 1
+    # The best passage first; a second quote only when it ranks within QUOTE_MARGIN.
+    assert result.answer.splitlines()[0] == (
         '§ 97.313(b): "No station may transmit with a transmitter power exceeding 1.5 kW PEP." [1]'
     )
+    assert len(result.answer.splitlines()) == len(result.cited) <= 2
 
 
 def test_empty_garbage_and_repetitive_drafts_fall_back(model_craft, embedder):
@@ -334,3 +337,14 @@ def test_a_floor_stated_as_the_maximum_is_dropped():
     )
     assert result.fallback and "8 watts" not in result.answer.split(":")[0]
     assert result.dropped and "8 watts" in result.dropped[0]["reason"]
+
+
+def test_a_sentence_without_the_asked_amount_is_dropped(model_craft, embedder):
+    result = verify_answer(
+        QUESTION,
+        "The control signals are not considered codes or ciphers [3].",
+        model_craft,
+        embedder,
+    )
+    assert result.fallback and "1 W" in result.answer
+    assert result.dropped[0]["reason"] == "states no amount; one was asked"
