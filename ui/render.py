@@ -8,12 +8,31 @@ from services.documents import document_file
 
 
 def source_title(source) -> str:
+    """`part97.txt · § 97.313(b)`; a PDF passage: `kdb.pdf · p. 3`."""
     parts = [source.source]
     if source.page:
         parts.append(f"p. {source.page}")
-    if source.section:
+    pinpoint = getattr(source, "pinpoint", None)
+    if pinpoint and pinpoint.startswith("§"):
+        parts.append(pinpoint)
+    elif source.section:
         parts.append(f"§ {source.section}")
     return " · ".join(parts)
+
+
+def highlighted(context: str, span: list[int] | None) -> str:
+    """The chunk with the quoted passage in bold, so the [n] shows where its words stand."""
+    if not span or not context:
+        return context or ""
+    start, end = span
+    quoted = context[start:end].strip()
+    if not quoted:
+        return context
+    # Bold per line: Markdown emphasis does not cross line breaks.
+    marked = "\n".join(
+        f"**{line.strip()}**" if line.strip() else line for line in quoted.split("\n")
+    )
+    return f"{context[:start]}{marked}{context[end:]}"
 
 
 SCORE_KINDS = {
@@ -24,17 +43,31 @@ SCORE_KINDS = {
 
 
 def source_card(source, mode: str) -> str:
+    """One side panel per [n]: where the passage is, the passage quoted, then its chunk with
+    the quoted words in bold."""
     score = f"{source.score:.3f}" if source.score is not None else "n/a"
-    lines = [f"**{source.source}**", ""]
+    pinpoint = getattr(source, "pinpoint", None)
+    lines = [f"**[{source.n}] {pinpoint or source_title(source)}**", ""]
+    lines.append(f"- File: {source.source}")
     if source.page:
         lines.append(f"- Page: {source.page}")
-    if source.section:
-        lines.append(f"- CFR section: § {source.section}")
     if source.heading:
         lines.append(f"- Heading: {source.heading}")
-    lines.append(f"- Score: {score} ({SCORE_KINDS.get(mode, mode)})")
+    lines.append(
+        f"- Passage score: {score} (question vs passage; retrieval: {SCORE_KINDS.get(mode, mode)})"
+    )
     lines.append("- Cited in the answer" if source.cited else "- Retrieved, not cited")
-    lines += ["", "---", "", source.text]
+    lines += ["", "> " + source.text.replace("\n", "\n> ")]
+    context = getattr(source, "context", None)
+    if context:
+        lines += [
+            "",
+            "---",
+            "",
+            "In context:",
+            "",
+            highlighted(context, getattr(source, "span", None)),
+        ]
     return "\n".join(lines)
 
 
@@ -64,7 +97,10 @@ def sources_footer(sources) -> str:
     for s in sources:
         # "file (p. N)" is also the name of the PDF element: it links to the page.
         title = pdf_name(s) if s.page else s.source
-        if s.section:
+        pinpoint = getattr(s, "pinpoint", None)
+        if pinpoint and pinpoint.startswith("§"):
+            title += f" · {pinpoint}"
+        elif s.section:
             title += f" · § {s.section}"
         lines.append(f"[{s.n}] {title}" + ("" if s.cited else " (not cited)"))
     return "\n\n**Sources**  \n" + "  \n".join(lines)
@@ -103,3 +139,37 @@ def describe_report(report) -> str:
 
 
 # Actions -----------------------------------------------------------------------------------
+
+
+def retrieval_summary(sources, searched: dict | None = None) -> str:
+    """The retrieval step's output: the passages the model saw, or what was searched."""
+    if sources:
+        return "\n".join(
+            f"[{s.n}] {source_title(s)} — score {s.score:.3f}"
+            if s.score is not None
+            else f"[{s.n}] {source_title(s)}"
+            for s in sources
+        )
+    searched = searched or {}
+    lines = [f"Nothing relevant enough (searched {searched.get('chunks', 0)} chunks)."]
+    for key, label in (
+        ("missing_references", "Not in the documents"),
+        ("absent_terms", "Never mentioned"),
+    ):
+        if searched.get(key):
+            lines.append(f"{label}: {', '.join(searched[key])}")
+    for closest in searched.get("closest") or []:
+        lines.append(f"Closest: {closest['pinpoint']} ({closest['score']:.2f})")
+    return "\n".join(lines)
+
+
+def verification_summary(result) -> str | None:
+    """What the verifier removed from the model's draft (the chat never shows it as answer)."""
+    dropped = getattr(result, "dropped", None) or []
+    if not dropped:
+        return None
+    lines = [f"{len(dropped)} draft sentence(s) not shown, no passage supports them:"]
+    lines += [f"- {d['text'][:200]} ({d['reason']})" for d in dropped[:8]]
+    if getattr(result, "fallback", False):
+        lines.append("The answer quotes the best passage instead.")
+    return "\n".join(lines)
