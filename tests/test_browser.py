@@ -17,7 +17,9 @@ import pytest
 from bench.load import SAMPLE_CORPUS, ServerProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
-OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "test-output"
+PUBLIC = ROOT / "public"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -100,6 +102,63 @@ def ask(page, question: str, timeout_s: float = 240) -> list[str]:
                 return seen
         time.sleep(0.05)
     raise AssertionError(f"No complete answer within {timeout_s}s; saw {seen[-1:]}")
+
+
+@pytest.fixture
+def fresh_page(page):
+    """A new tab: a new chat session, on Chainlit's welcome screen."""
+    tab = page.context.browser.new_page(viewport={"width": 1400, "height": 900})
+    tab.set_default_timeout(30_000)
+    yield tab
+    tab.close()
+
+
+def test_the_chat_opens_branded_with_what_is_indexed_and_starters(fresh_page, server):
+    tab = fresh_page
+    tab.goto(server.url)
+    welcome = tab.locator("#welcome-screen")
+    welcome.get_by_role("heading", name="FCC Rules Assistant").wait_for()
+    assert tab.title() == "FCC Rules Assistant"
+    logo = welcome.locator("img").first
+    assert logo.get_attribute("src").endswith("/public/icon.png")
+    assert logo.evaluate("img => img.complete && img.naturalWidth > 0")
+    for path, asset in (
+        ("/logo?theme=dark", "logo_dark.png"),
+        ("/logo?theme=light", "logo_light.png"),
+        ("/favicon", "favicon.png"),
+    ):
+        assert httpx.get(f"{server.url}{path}").content == (PUBLIC / asset).read_bytes(), path
+
+    # The welcome line: what is indexed and what answers.
+    text = " ".join(welcome.inner_text().split())
+    listed = httpx.get(f"{server.url}/api/documents").json()
+    chunks = sum(d["chunks"] for d in listed)
+    assert f"{len(listed)} documents indexed ({chunks} chunks)" in text, text
+    assert "model SmolLM2-135M-Instruct, adapter " in text, text
+
+    # Starters: questions about sections of the indexed documents.
+    starters = tab.locator("#starters button")
+    starters.first.wait_for()
+    labels = [starters.nth(i).inner_text().strip() for i in range(starters.count())]
+    assert 1 <= len(labels) <= 4 and all(label.startswith("§ ") for label in labels), labels
+    tab.screenshot(path=str(OUTPUT / "browser-welcome.png"))
+
+
+def test_a_starter_asks_and_the_retrieval_step_shows_above_its_answer(fresh_page, server):
+    tab = fresh_page
+    tab.goto(server.url)
+    starter = tab.locator("#starters button").first
+    starter.wait_for()
+    section = starter.inner_text().split()[1]  # "§ 15.5 General ..." -> "15.5"
+    starter.click()
+    answer = tab.locator('[data-step-type="assistant_message"]').last
+    answer.locator(".element-link").first.wait_for(timeout=240_000)
+    assert f"§ {section}" in answer.inner_text()  # the sources name the section asked about
+    step = tab.locator('[data-step-type="retrieval"]').last
+    step.wait_for()
+    assert step.bounding_box()["y"] < answer.bounding_box()["y"], "retrieval shown below"
+    assert tab.locator("#welcome-screen").count() == 0
+    tab.screenshot(path=str(OUTPUT / "browser-starter-answer.png"))
 
 
 def test_ask_stream_cite_and_rate(page, server):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from chainlit.utils import utc_now
 
 from core.settings import get_settings
 from services import conversation, documents, uploads
+from ui import welcome
 from ui.auth import ChatDataLayer, install_chat_login
 from ui.render import (
     answer_actions,
@@ -33,6 +35,7 @@ log = logging.getLogger("ui")
 NO_ADAPTER = "none"
 HISTORY_TURNS = 6
 MODES = ["hybrid", "dense", "bm25"]
+ICON = "/public/icon.png"  # the logo's badge (public/logo_*.png: with the name)
 
 
 # The chat asks for API_KEY (or a CHAT_USERS login) when API_KEY is set: ui/auth.py.
@@ -113,6 +116,34 @@ def options_from(values: dict[str, Any]) -> conversation.AskOptions:
     )
 
 
+# Welcome ---------------------------------------------------------------------------------
+# Chainlit's welcome screen (an empty thread) shows the chat profile's icon and description
+# above the message box and the starters below it; a message sent at chat start would hide
+# it all. So the welcome is the description of the one profile (no profile picker shows for
+# one). Both are asked for on every page load: ui.welcome keeps them cheap.
+
+
+# Chainlit 2.12 also calls set_chat_profiles synchronously once per session (looking for
+# config_overrides, none here); inside the running loop that fails quietly and leaves the
+# coroutine unawaited: a RuntimeWarning per session and nothing else.
+warnings.filterwarnings(
+    "ignore", message="coroutine 'chat_profiles' was never awaited", category=RuntimeWarning
+)
+
+
+@cl.set_chat_profiles
+async def chat_profiles(user=None, language=None) -> list[cl.ChatProfile]:
+    name = cl.config.config.ui.name
+    text = await asyncio.to_thread(welcome.welcome_markdown, name)
+    return [cl.ChatProfile(name=name, markdown_description=text, icon=ICON, default=True)]
+
+
+@cl.set_starters
+async def starters(user=None, language=None) -> list[cl.Starter]:
+    indexed = await asyncio.to_thread(welcome.corpus)
+    return [cl.Starter(label=s.label, message=s.message) for s in indexed.starters]
+
+
 @cl.on_chat_start
 async def start() -> None:
     adapters = await asyncio.to_thread(adapter_choices)
@@ -158,7 +189,16 @@ async def answer(question: str) -> None:
     history: list[tuple[str, str]] = cl.user_session.get("history") or []
     mode = options.mode or get_settings().retrieval_mode
     k = options.k or get_settings().retrieval_k
-    step = cl.Step(name="Retrieval", type="retrieval", show_input="text")
+    # A Step built outside `async with` has no parent: Chainlit would add it after the run
+    # (the answer included), i.e. below the answer. Under the run like the reply, it is
+    # shown in the order sent: the retrieval first.
+    parent = cl.context.current_step
+    step = cl.Step(
+        name="Retrieval",
+        type="retrieval",
+        show_input="text",
+        parent_id=parent.id if parent else None,
+    )
     step.input = f"Question: {question}\nMode: {mode}, k = {k}"
     step.start = utc_now()
     await step.send()
