@@ -29,6 +29,7 @@ SETS = {
 }
 GRID = [round(0.30 + 0.01 * i, 2) for i in range(41)]
 MAX_FALSE_ABSTENTION = 0.1
+SCORE_KEY = "best_score"  # the chain's passage score (RagChain.select_passages)
 
 
 def best_scores(name: str, gold: Path, corpus: list[Path]) -> list[dict]:
@@ -46,7 +47,7 @@ def best_scores(name: str, gold: Path, corpus: list[Path]) -> list[dict]:
     rows = []
     for item in items:
         result = chain.retrieve_only(item.question)
-        best = result.searched.get("best_score")
+        best = result.searched.get(SCORE_KEY)
         top = result.sources[0] if result.sources else None
         rows.append(
             {

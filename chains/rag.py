@@ -10,10 +10,11 @@ Evidence, not chunks: retrieved chunks are cut into passages along the rule's ow
 question, and the best few are numbered with their pinpoints (`§ 97.215(c)`) for the model.
 
 Answer modes (ANSWER_MODE, or `answer_mode=` per call):
-- `verified` (default): the model drafts; `chains.verify` keeps only sentences a passage
-  supports (numbers with units included), attaches or corrects their `[n]`, lists the rest in
-  `dropped`, and quotes the best passage verbatim when nothing survives. Verified sentences
-  are streamed as they complete, so a user never sees text that is then taken back.
+- `verified` (default): the best passages are quoted verbatim first, with their pinpoints;
+  the model drafts, and `chains.verify` keeps only draft sentences a passage supports (numbers
+  with units and their bounds included) that add a passage the quotes do not, attaches or
+  corrects their `[n]`, and lists the rest in `dropped`. Quotes stream at once, verified
+  sentences as they complete, so a user never sees text that is then taken back.
 - `extractive`: the best passages quoted verbatim, no model call.
 - `raw`: the model's text as generated (invalid markers removed), for comparison.
 
@@ -63,7 +64,7 @@ HISTORY_TURNS = 3  # turns of history the condensing prompt sees
 ANSWER_MODES = ("verified", "extractive", "raw")
 # A short cited answer: once this many sentences are verified the draft is not read further
 # (the 135M model loops after a few; each extra sentence costs decode time, not trust).
-MAX_VERIFIED_SENTENCES = 3
+MAX_VERIFIED_SENTENCES = 2
 MAX_QUESTION_CHARS = 2000  # longer questions are cut for retrieval and the prompt (and said so)
 CLOSEST_SHOWN = 3  # passages an abstention lists as "closest, below the threshold"
 # A sentence end in a growing draft: ".", "!" or "?" (with its [n]) before more text, or a newline.
@@ -171,17 +172,29 @@ class _Prepared:
 class _Answer:
     """Turns the model's streamed draft into what the user gets, for one answer mode.
 
-    `feed` takes draft text and returns answer text to show now; `finish` returns the rest.
-    Verified mode shows a sentence only once it is complete and a passage supports it.
+    Verified mode, quote first: the best passages, quoted verbatim with their pinpoints, come
+    first (they are their own evidence, so they show as soon as retrieval is done); then each
+    draft sentence, once complete, that a passage supports and that adds a passage not
+    quoted already. A user never sees a sentence that is later taken back. `lead` is the
+    text to show before generation, `feed` what to show as the draft grows, `finish` the rest.
     """
 
     def __init__(self, prepared: _Prepared):
         self.prepared = prepared
         self.draft = ""
-        self.shown: list[str] = []  # verified sentences already shown, as shown
+        self.shown: list[str] = []  # verified draft sentences already shown, as shown
+        self.cited: list[int] = []  # their passages
         self.checked_upto = 0  # draft characters already verified as complete sentences
         self.verification: Verification | None = None
-        self.enough = False  # verified mode: MAX_VERIFIED_SENTENCES reached, stop reading
+        self.enough = False  # verified mode: enough sentences, or a run-on: stop reading
+        self.quotes = (
+            extractive_answer(prepared.standalone, prepared.passages)
+            if prepared.mode == "verified"
+            else None
+        )
+
+    def lead(self) -> str:
+        return self.quotes.answer if self.quotes else ""
 
     def feed(self, text: str) -> str:
         self.draft += text
@@ -193,27 +206,39 @@ class _Answer:
         if len(complete) <= self.checked_upto:
             return ""
         self.checked_upto = len(complete)
-        return self._show(self._verify(complete), final=False)
+        return self._show(self._verify(complete))
 
     def finish(self) -> str:
         if self.prepared.mode == "raw":
             return ""
-        return self._show(self._verify(self.draft), final=True)
+        return self._show(self._verify(self.draft))
 
     def _verify(self, draft: str) -> Verification:
         p = self.prepared
         self.verification = verify_answer(p.standalone, draft, p.passages)
         return self.verification
 
-    def _show(self, verification: Verification, final: bool) -> str:
-        if verification.fallback:  # nothing kept (yet): the quote only at the very end
-            return verification.answer if final and not self.shown else ""
-        pieces = [f"{s.text} [{s.n}]" for s in verification.sentences]
-        new = [piece for piece in pieces if piece not in self.shown]
-        lead = " " if self.shown and new else ""
+    def _show(self, verification: Verification) -> str:
+        if verification.fallback:
+            return ""
+        quoted = set(self.quotes.cited) if self.quotes else set()
+        new = []
+        for sentence in verification.sentences:
+            piece = f"{sentence.text} [{sentence.n}]"
+            if sentence.n not in quoted and piece not in self.shown:
+                new.append(piece)
+                self.cited.append(sentence.n)
+        lead = (" " if self.shown else "\n") if new else ""
         self.shown += new
         self.enough = self.enough or len(self.shown) >= MAX_VERIFIED_SENTENCES
         return lead + " ".join(new)
+
+    def answer(self) -> tuple[str, list[int]]:
+        """The verified answer as shown, and the passages it cites."""
+        quoted = self.quotes.answer if self.quotes else ""
+        text = "\n".join(part for part in (quoted, " ".join(self.shown)) if part)
+        cited = list(dict.fromkeys([*(self.quotes.cited if self.quotes else []), *self.cited]))
+        return text, cited
 
 
 def _complete_sentences(draft: str) -> str:
@@ -266,6 +291,9 @@ class RagChain:
             return
         answer, generation_started, first_at = _Answer(prepared), time.perf_counter(), None
         finish = None
+        if answer.lead():
+            first_at = time.perf_counter()
+            yield "token", answer.lead()
         try:
             for chunk in self.llm.stream(prepared.messages, stop=RAG_STOP, **gen):
                 finish = (chunk.response_metadata or {}).get("finish_reason") or finish
@@ -311,6 +339,9 @@ class RagChain:
             return
         answer, generation_started, first_at = _Answer(prepared), time.perf_counter(), None
         finish = None
+        if answer.lead():
+            first_at = time.perf_counter()
+            yield "token", answer.lead()
         try:
             async for chunk in self.llm.astream(prepared.messages, stop=RAG_STOP, **gen):
                 finish = (chunk.response_metadata or {}).get("finish_reason") or finish
@@ -451,6 +482,8 @@ class RagChain:
         )
         best = ranked[0].score if ranked else None
         searched["best_score"] = round(best, 4) if best is not None else None
+        dense = [p.dense_score for p in ranked if p.dense_score is not None]
+        searched["best_cosine"] = round(max(dense), 4) if dense else None
         if best is None or best < self.settings.passage_threshold:
             searched["closest"] = [
                 {"pinpoint": p.pinpoint, "score": round(p.score, 4)} for p in ranked[:CLOSEST_SHOWN]
@@ -669,10 +702,10 @@ class RagChain:
         verification = answer.verification or verify_answer(
             prepared.standalone, answer.draft, prepared.passages
         )
-        result.answer = verification.answer
+        result.answer, cited = answer.answer()
         result.dropped = verification.dropped
-        result.fallback = verification.fallback
-        result.sources = _mark_cited(prepared.sources, verification.cited)
+        result.fallback = not answer.shown  # the answer is the quotes alone
+        result.sources = _mark_cited(prepared.sources, cited)
         return result
 
     def _cut_tokens(self, text: str, max_tokens: int) -> str:

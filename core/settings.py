@@ -61,13 +61,16 @@ class Settings(BaseSettings):
     retrieval_k: int = 4
     retrieval_mode: RetrievalMode = "hybrid"
     score_threshold: float = 0.3  # min dense cosine similarity for a chunk to count as relevant
+    # Add the rules' terms for lay words to every search: the data/glossary.tsv glossary, the
+    # collection's own definitions sections, both, or none (chains/glossary.py).
+    query_expansion: Literal["glossary", "definitions", "both", "none"] = "none"
 
     # Answers: evidence passages, verification, abstention
     answer_mode: AnswerMode = "verified"
     evidence_passages: int = Field(4, description="Numbered passages the model sees.")
     # Best passage score (chains.evidence scale) below which the answer is "not covered";
     # calibrated on the gold sets (bench/results/abstention.md).
-    passage_threshold: float = 0.55
+    passage_threshold: float = 0.48
     passage_margin: float = Field(
         0.25, description="Passages scoring this far below the best are left out."
     )
