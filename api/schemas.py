@@ -266,7 +266,7 @@ OPENAI_NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
 }
 # Accepted with any value, and ignored: they identify the caller, they do not shape the answer.
 OPENAI_IGNORED_FIELDS = frozenset({"user", "safety_identifier", "prompt_cache_key", "metadata"})
-# Chat roles of OpenAI's API this endpoint refuses (the answer comes from the documents only).
+# Chat roles whose messages are instructions: put before the assistant's own (chains.prompts).
 OPENAI_INSTRUCTION_ROLES = ("system", "developer")
 
 
@@ -285,7 +285,7 @@ class OpenAIMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant"]
     content: str = ""
     name: str | None = Field(None, description="Ignored.")
 
@@ -317,15 +317,6 @@ class OpenAIMessage(BaseModel):
     @field_validator("role", mode="before")
     @classmethod
     def _supported_role(cls, role: Any) -> Any:
-        if role in OPENAI_INSTRUCTION_ROLES:
-            raise PydanticCustomError(
-                "unsupported_value",
-                "{role} messages are not supported: the assistant answers from the indexed FCC "
-                "documents under fixed instructions (cite every fact as [n], say when the "
-                "documents do not cover the question) that a {role} message cannot replace. "
-                "Send only user and assistant messages.",
-                {"role": role},
-            )
         if role in ("tool", "function"):
             raise PydanticCustomError(
                 "unsupported_value",
@@ -388,6 +379,12 @@ class OpenAIChatRequest(GenerationOptions):
     @property
     def new_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def instructions(self) -> str | None:
+        """The system and developer messages, in order, joined: None if there are none."""
+        texts = [m.content.strip() for m in self.messages if m.role in OPENAI_INSTRUCTION_ROLES]
+        return "\n\n".join(t for t in texts if t) or None
 
     @property
     def include_usage(self) -> bool:

@@ -129,14 +129,18 @@ def rag_user_message(question: str, sources: Sequence[Any]) -> str:
     return f"Sources:\n{context}\n\nQuestion: {question.strip()}\n{_ANSWER_INSTRUCTION}"
 
 
-def build_rag_messages(question: str, sources: Sequence[Any]) -> list[dict[str, str]]:
+def build_rag_messages(
+    question: str, sources: Sequence[Any], instructions: str | None = None
+) -> list[dict[str, str]]:
     """The chat messages of a RAG answer: system rule, one worked example, sources + question.
 
     `sources` are numbered context entries (chains.rag.Source, RetrievedChunk-like objects
     or dicts with n, source, page, section, text); without `n` they are numbered 1, 2, ...
+    `instructions` (a caller's system message) go before the system rule, which stays.
     """
+    system = f"{instructions.strip()}\n\n{RAG_SYSTEM}" if instructions else RAG_SYSTEM
     return [
-        {"role": "system", "content": RAG_SYSTEM},
+        {"role": "system", "content": system},
         {"role": "user", "content": rag_user_message(_EXAMPLE_QUESTION, _EXAMPLE_SOURCES)},
         {"role": "assistant", "content": _EXAMPLE_ANSWER},
         {"role": "user", "content": rag_user_message(question, sources)},

@@ -265,10 +265,13 @@ class RagChain:
         mode: str | None = None,
         filters: dict | None = None,
         answer_mode: str | None = None,
+        instructions: str | None = None,
         **gen: Any,
     ) -> RagResult:
         result = None
-        for kind, payload in self.stream(question, history, k, mode, filters, answer_mode, **gen):
+        for kind, payload in self.stream(
+            question, history, k, mode, filters, answer_mode, instructions, **gen
+        ):
             if kind == "done":
                 result = payload
         return result
@@ -281,10 +284,13 @@ class RagChain:
         mode: str | None = None,
         filters: dict | None = None,
         answer_mode: str | None = None,
+        instructions: str | None = None,
         **gen: Any,
     ) -> Iterator[tuple[str, Any]]:
         gen = self._generation(gen)
-        prepared = self._prepare(question, history, k, mode, filters, answer_mode, gen)
+        prepared = self._prepare(
+            question, history, k, mode, filters, answer_mode, gen, instructions
+        )
         yield "retrieved", prepared.sources
         if prepared.messages is None:
             yield from self._without_model(prepared)
@@ -326,11 +332,12 @@ class RagChain:
         mode: str | None = None,
         filters: dict | None = None,
         answer_mode: str | None = None,
+        instructions: str | None = None,
         **gen: Any,
     ) -> AsyncIterator[tuple[str, Any]]:
         gen = self._generation(gen)
         prepared = await asyncio.to_thread(
-            self._prepare, question, history, k, mode, filters, answer_mode, gen
+            self._prepare, question, history, k, mode, filters, answer_mode, gen, instructions
         )
         yield "retrieved", prepared.sources
         if prepared.messages is None:
@@ -374,11 +381,12 @@ class RagChain:
         mode=None,
         filters=None,
         answer_mode=None,
+        instructions=None,
         **gen,
     ) -> RagResult:
         result = None
         async for kind, payload in self.astream(
-            question, history, k, mode, filters, answer_mode, **gen
+            question, history, k, mode, filters, answer_mode, instructions, **gen
         ):
             if kind == "done":
                 result = payload
@@ -494,7 +502,11 @@ class RagChain:
         return [p for p in ranked if p.score >= floor], searched
 
     def fit_context(
-        self, question: str, sources: Sequence[Source], max_new_tokens: int
+        self,
+        question: str,
+        sources: Sequence[Source],
+        max_new_tokens: int,
+        instructions: str | None = None,
     ) -> tuple[list[Source], list[dict], bool]:
         """Keep, best first, the numbered sources that fit in the window after the answer.
 
@@ -503,7 +515,7 @@ class RagChain:
         """
         llm = self.llm
         limit = llm.context_window - max_new_tokens
-        budget = limit - llm.count_message_tokens(build_rag_messages(question, []))
+        budget = limit - llm.count_message_tokens(build_rag_messages(question, [], instructions))
         if budget <= MIN_TRUNCATED_TOKENS:
             raise ValueError(
                 f"The question leaves no room for sources in the {llm.context_window}-token context "
@@ -522,7 +534,7 @@ class RagChain:
             if room >= MIN_TRUNCATED_TOKENS:
                 kept.append(replace(source, text=self._cut_tokens(source.text, room)))
             break
-        messages = build_rag_messages(question, kept)
+        messages = build_rag_messages(question, kept, instructions)
         # Token counts of the parts and of the whole can differ by a few at the joins.
         while kept and llm.count_message_tokens(messages) > limit:
             truncated = True
@@ -532,7 +544,7 @@ class RagChain:
                 kept[-1] = replace(last, text=self._cut_tokens(last.text, keep))
             else:
                 kept.pop()
-            messages = build_rag_messages(question, kept)
+            messages = build_rag_messages(question, kept, instructions)
         if truncated:
             log.info(
                 "Context cut to fit %d tokens: %d of %d passages kept (lowest-ranked dropped or "
@@ -581,7 +593,9 @@ class RagChain:
             raise ValueError(f"Unknown answer mode {mode!r}; use one of {', '.join(ANSWER_MODES)}")
         return mode
 
-    def _prepare(self, question, history, k, mode, filters, answer_mode, gen) -> _Prepared:
+    def _prepare(
+        self, question, history, k, mode, filters, answer_mode, gen, instructions=None
+    ) -> _Prepared:
         started = time.perf_counter()
         question = (question or "").strip()
         prepared = _Prepared(
@@ -630,7 +644,7 @@ class RagChain:
                 return prepared
             max_new_tokens = gen.get("max_new_tokens") or self.llm.max_new_tokens
             prepared.sources, prepared.messages, cut = self.fit_context(
-                prepared.standalone, sources, max_new_tokens
+                prepared.standalone, sources, max_new_tokens, instructions
             )
             prepared.truncated = prepared.truncated or cut
             prepared.passages = passages[: len(prepared.sources)]

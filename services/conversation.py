@@ -31,6 +31,7 @@ class AskOptions:
     filters: dict | None = None
     collection: str | None = None
     answer_mode: str | None = None  # verified | extractive | raw (default ANSWER_MODE)
+    instructions: str | None = None  # a caller's system message, before the RAG rules
     extra: dict[str, Any] = field(default_factory=dict)
 
     def generation(self) -> dict[str, Any]:
@@ -48,6 +49,7 @@ class AskOptions:
             "mode": self.mode,
             "filters": self.filters,
             "answer_mode": self.answer_mode,
+            "instructions": self.instructions,
             **self.generation(),
         }
 
@@ -153,6 +155,8 @@ def record(result, channel: str, answer_id: str | None = None) -> str:
         model_info=model_info(),
         answer_id=answer_id,
         channel=channel,
+        # The exact prompt the model saw: the export trains on the served format.
+        messages=getattr(result, "messages", None),
     )
 
 

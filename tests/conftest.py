@@ -26,9 +26,11 @@ for _name in (
     "QDRANT_HOST",
     "API_KEY",
     "LOCAL_BASE_MODEL_PATH",
-    "LOCAL_ADAPTER_PATH",
 ):
     os.environ.pop(_name, None)
+# Tests mean the bare base unless they load an adapter themselves; the shipped default
+# (data/adapters/smollm2-fcc-rag) has its own test (tests/test_default_adapter.py).
+os.environ["LOCAL_ADAPTER_PATH"] = ""
 
 
 @pytest.fixture(scope="session")

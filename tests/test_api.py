@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from chains.rag import CONDENSE_MAX_TOKENS
 from tests.conftest import SAMPLE_CORPUS
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -139,6 +140,7 @@ def test_feedback_store_exports_what_finetune_reads(tmp_path):
         "thumbs_down": 2,
         "corrected": 1,
         "trainable": 2,
+        "with_messages": 0,  # recorded without the messages the model saw
     }
     out = tmp_path / "fb.jsonl"
     assert main(["--db", str(tmp_path / "fb.sqlite3"), "export", "--out", str(out)]) == 0
@@ -181,7 +183,7 @@ def test_malformed_bodies_are_422_with_field_messages(client):
         ("/api/chat", {"messages": [{"role": "assistant", "content": "hi"}]}),
         ("/api/chat", {"messages": [{"role": "user", "content": "q"}], "temperature": -1}),
         ("/api/chat", {"question": "q"}),
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": ""}]}),
+        # /v1 answers 400 with an OpenAI error object instead: tests/test_openai_client.py
         ("/api/chat/qlora/chat", {"message": ""}),
         ("/api/chat/qlora/train", {"conversations": []}),
         ("/api/chat/qlora/train", {"conversations": [{"prompt": "q", "response": " "}]}),
@@ -341,13 +343,14 @@ def test_chat_answers_with_numbered_sources_and_takes_feedback(client, assistant
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["answer"].strip() and not answer["abstained"]
-    assert 1 <= len(answer["sources"]) <= 3
+    assert 1 <= len(answer["sources"]) <= assistant.settings.evidence_passages  # passages
     assert [s["n"] for s in answer["sources"]] == sorted(s["n"] for s in answer["sources"])
     corpus_files = {p.name for p in SAMPLE_CORPUS.iterdir()}
     assert all(s["source"] in corpus_files and s["text"].strip() for s in answer["sources"])
     assert answer["model_info"]["model"] == "SmolLM2-135M-Instruct"
     assert answer["timestamp"] and answer["standalone_question"]
-    assert assistant.llm.count_tokens(answer["answer"]) <= 26  # max_tokens was applied
+    # max_tokens bounds the draft; the follow-up's condensing call adds its own few tokens.
+    assert answer["usage"]["completion_tokens"] <= 24 + CONDENSE_MAX_TOKENS
 
     rated = client.post(
         "/api/feedback",
@@ -367,10 +370,12 @@ def test_chat_streams_tokens_then_the_sources(client, assistant):
     assert events[-1] == "[DONE]"
     tokens = [e["content"] for e in events[:-1] if e["type"] == "token"]
     finals = [e for e in events[:-1] if e["type"] == "final"]
-    assert len(tokens) >= 5 and len(finals) == 1
+    assert tokens and len(finals) == 1
     final = finals[0]
     assert final["sources"] and final["id"]
-    assert "".join(tokens).strip()[:20] == final["answer"][:20]
+    # Verified answers stream quote first: the passage verbatim, then verified sentences.
+    assert tokens[0].startswith("§ ") or ': "' in tokens[0], tokens[0]
+    assert "".join(tokens) == final["answer"]
 
 
 def test_openai_compatible_completions_and_models(client, assistant):

@@ -8,6 +8,7 @@ document and asks about it. Screenshots go to test-output/.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -164,8 +165,11 @@ def test_a_starter_asks_and_the_retrieval_step_shows_above_its_answer(fresh_page
 def test_ask_stream_cite_and_rate(page, server):
     seen = ask(page, "What are the two conditions of operation for a Part 15 device?")
     final = seen[-1]
-    assert len(seen) >= 3, f"the answer did not stream token by token: {seen}"
-    assert "part15_general_conditions.md" in final
+    # Verified answers stream quote first: the rule verbatim with its pinpoint, then more.
+    assert len(seen) >= 2, f"the answer did not stream: {seen}"
+    assert re.search(r'§ \d+\.\d+[^:]*: "', seen[0]) or re.search(r'§ \d+\.\d+[^:]*: "', final)
+    assert "[1]" in final
+    assert any(p.name in final for p in SAMPLE_CORPUS.iterdir()), final
 
     step = page.locator('[data-step-type="retrieval"]')
     assert step.count() >= 1
@@ -175,7 +179,7 @@ def test_ask_stream_cite_and_rate(page, server):
     side = page.locator("#side-view-content")
     side.wait_for()
     card = side.inner_text()
-    assert "Score:" in card and "hybrid" in card
+    assert "score:" in card.lower() and "hybrid" in card
     assert any(p.name in card for p in SAMPLE_CORPUS.iterdir()), card
     page.screenshot(path=str(OUTPUT / "browser-chat.png"))
 

@@ -4,8 +4,8 @@ What an OpenAI client gets, and what differs:
 
 * `finish_reason` is "length" when `max_tokens` (or a generation time limit) cut the model's
   text, else "stop" (also when the verified answer mode stops early on its own);
-* `system` / `developer` messages are refused (400): the assistant answers under its own
-  fixed instructions (cite every fact as [n], say when the documents do not cover it);
+* `system` / `developer` messages are used: put before the assistant's own instructions
+  (answer from the numbered sources only, cite every fact as [n]), which stay;
 * a field this endpoint does not implement (`tools`, `response_format`, `stop`, `logprobs`,
   ...) is refused (400, code `unsupported_parameter`) unless its value changes nothing;
 * errors on `/v1` are OpenAI error objects `{"error": {"message", "type", "param", "code"}}`,
@@ -199,6 +199,7 @@ def _options(body: OpenAIChatRequest) -> conversation.AskOptions:
         temperature=body.temperature,
         top_p=body.top_p,
         answer_mode=body.answer_mode,
+        instructions=body.instructions,
     )
 
 
