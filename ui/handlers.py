@@ -25,9 +25,10 @@ from ui.render import (
     answer_actions,
     describe_report,
     document_file,
+    retrieval_summary,
     source_elements,
-    source_title,
     sources_footer,
+    verification_summary,
 )
 
 log = logging.getLogger("ui")
@@ -35,6 +36,7 @@ log = logging.getLogger("ui")
 NO_ADAPTER = "none"
 HISTORY_TURNS = 6
 MODES = ["hybrid", "dense", "bm25"]
+ANSWER_MODES = ["verified", "extractive", "raw"]
 ICON = "/public/icon.png"  # the logo's badge (public/logo_*.png: with the name)
 
 
@@ -77,7 +79,7 @@ def chat_settings(adapters: dict[str, str | None], active: str | None) -> cl.Cha
             Slider(
                 id="max_new_tokens",
                 label="Max new tokens",
-                initial=s.max_new_tokens,
+                initial=s.answer_max_tokens,
                 min=16,
                 max=1024,
                 step=16,
@@ -97,6 +99,13 @@ def chat_settings(adapters: dict[str, str | None], active: str | None) -> cl.Cha
                 initial_index=MODES.index(s.retrieval_mode),
             ),
             Select(
+                id="answer_mode",
+                label="Answer mode (verified: only sentences a cited passage supports; "
+                "extractive: verbatim quotes, no model; raw: the model's text unverified)",
+                values=ANSWER_MODES,
+                initial_index=ANSWER_MODES.index(s.answer_mode),
+            ),
+            Select(
                 id="adapter",
                 label="LoRA adapter (applies to the whole server)",
                 values=names,
@@ -113,6 +122,7 @@ def options_from(values: dict[str, Any]) -> conversation.AskOptions:
         max_new_tokens=int(values["max_new_tokens"]) if values.get("max_new_tokens") else None,
         temperature=values.get("temperature"),
         top_p=values.get("top_p"),
+        answer_mode=values.get("answer_mode"),
     )
 
 
@@ -206,15 +216,7 @@ async def answer(question: str) -> None:
     result = None
     async for kind, value in conversation.ask_stream(question, history, options):
         if kind == "retrieved":
-            step.output = (
-                "\n".join(
-                    f"[{s.n}] {source_title(s)} — score {s.score:.3f}"
-                    if s.score is not None
-                    else f"[{s.n}] {source_title(s)}"
-                    for s in value
-                )
-                or "Nothing found."
-            )
+            step.output = retrieval_summary(value) if value else "Nothing relevant enough."
             step.end = utc_now()
             await step.update()
         elif kind == "token":
@@ -228,8 +230,13 @@ async def answer(question: str) -> None:
         await reply.send()
         return
     step.input = f"Standalone question: {result.standalone_question}\nMode: {mode}, k = {k}"
+    step.output = retrieval_summary(result.sources, result.searched)
     step.end = step.end or utc_now()
     await step.update()
+    checked = verification_summary(result)
+    if checked:  # the draft's unsupported sentences: a details view, never answer text
+        async with cl.Step(name="Verification", type="tool", parent_id=step.id) as verify_step:
+            verify_step.output = checked
     reply.content = (result.answer or "") + sources_footer(result.sources)
     reply.elements = await asyncio.to_thread(source_elements, result.sources, mode)
     reply.actions = answer_actions(reply.id, result.sources)
