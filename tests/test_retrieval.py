@@ -219,7 +219,7 @@ def test_retrieve_cli_json(tmp_path):
 
 
 def test_quantities_are_not_section_ids():
-    """"1.5 kW" or "2.4 GHz" read as section ids bypassed the relevance threshold."""
+    """ "1.5 kW" or "2.4 GHz" read as section ids bypassed the relevance threshold."""
     from chains.retrieval import section_ids
 
     assert section_ids("Is a 1.5 kW PEP limit in the 2.4 GHz band allowed?") == []
