@@ -90,6 +90,8 @@ def render_markdown(result: EvalResult) -> str:
         lines.append(f"Over {n} answerable items.")
         lines.append("")
 
+    lines += _slice_table(result)
+
     answer_variants = _variants(result, "answer")
     if answer_variants:
         lines.append("## Answers")
@@ -145,6 +147,35 @@ def render_markdown(result: EvalResult) -> str:
         lines += [f"- {problem}" for problem in result.problems]
         lines.append("")
     return "\n".join(lines)
+
+
+def _slice_names(result: EvalResult) -> list[str]:
+    """The gold slices the aggregate reports retrieval for (`...hit@1@colloquial`)."""
+    names = (key.rsplit("@", 1)[1] for key in result.aggregate if key.count("@") == 2)
+    return sorted(set(names))
+
+
+def _slice_table(result: EvalResult) -> list[str]:
+    """Section-level retrieval per gold slice beside all items, by retriever."""
+    slices = _slice_names(result)
+    if not slices:
+        return []
+    agg, counts, k = result.aggregate, result.counts, result.config.get("k")
+    rows = []
+    for mode in _modes(result):
+        for name in ["all", *slices]:
+            suffix = "" if name == "all" else f"@{name}"
+            key = f"retrieval.{mode}.section.{{}}{suffix}"
+            if key.format("hit@1") not in agg:
+                continue
+            rows.append(
+                [mode, name]
+                + [_fmt(agg.get(key.format(m))) for m in ("hit@1", "hit@k", "mrr")]
+                + [str(counts.get(key.format("hit@1"), 0))]
+            )
+    lines = [f"## Retrieval by gold slice, section level (k = {k})", ""]
+    lines += _table(["retriever", "slice", "hit@1", f"hit@{k}", f"MRR@{k}", "items"], rows)
+    return lines
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -441,6 +441,15 @@ def run_evaluation(options: EvalOptions, llm: Any = None) -> EvalResult:
     return EvalResult(config, aggregate, counts, records, flat_summaries, problems)
 
 
+def _slices(items: Sequence[GoldItem]) -> dict[str, list[GoldItem]]:
+    """The gold items of each named slice (`"slice": "colloquial"`), in file order."""
+    found: dict[str, list[GoldItem]] = {}
+    for item in items:
+        if item.slice:
+            found.setdefault(item.slice, []).append(item)
+    return found
+
+
 def aggregate_metrics(
     items: Sequence[GoldItem],
     retrieval: dict[str, dict],
@@ -448,7 +457,11 @@ def aggregate_metrics(
     answers: dict[str, dict[str, dict]],
     summaries: dict[str, list[dict]],
 ) -> tuple[dict[str, float | None], dict[str, int]]:
-    """Flat `family.variant.metric` means, and how many items each mean is over."""
+    """Flat `family.variant.metric` means, and how many items each mean is over.
+
+    Retrieval is also reported per named gold slice: `retrieval.hybrid.section.hit@1@colloquial`
+    is hit@1 over the answerable items of the "colloquial" slice.
+    """
     aggregate: dict[str, float | None] = {}
     counts: dict[str, int] = {}
 
@@ -462,6 +475,16 @@ def aggregate_metrics(
             scored = [retrieval[i.id]["modes"][mode][level] for i in items]
             for name in RETRIEVAL_METRICS:
                 put(f"retrieval.{mode}.{level}.{name}", [s[name] if s else None for s in scored])
+        for slice_name, members in _slices(items).items():
+            for level in LEVELS:
+                scored = [retrieval[i.id]["modes"][mode][level] for i in members]
+                if not any(scored):
+                    continue  # a slice of unanswerable items has no retrieval score
+                for name in RETRIEVAL_METRICS:
+                    put(
+                        f"retrieval.{mode}.{level}.{name}@{slice_name}",
+                        [s[name] if s else None for s in scored],
+                    )
         latency = metrics.latency_summary(
             [retrieval[i.id]["modes"][mode]["seconds"] for i in items]
         )
