@@ -1,4 +1,5 @@
-"""`python -m ingest PATH... [--collection NAME] [--recreate] [--json]`"""
+"""`python -m ingest PATH... [--collection NAME] [--recreate] [--json]`;
+`python -m ingest --list [--collection NAME] [--json]`"""
 
 from __future__ import annotations
 
@@ -21,7 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
         "taken recursively) into the Qdrant collection. Unchanged files are skipped, changed "
         "ones replaced, and files gone from an ingested folder removed.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="files or folders")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="ingest nothing: print one line per indexed source (root, source, chunk count, "
+        "file sha256); with --json one JSON object per line with the keys source, root, "
+        "chunks, file_hash, doc_type, title",
+    )
     parser.add_argument("--collection", help="collection name (default: COLLECTION_NAME setting)")
     parser.add_argument(
         "--recreate", action="store_true", help="drop the collection and rebuild it from PATHs"
@@ -30,6 +38,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="no progress bar; end with one JSON line (the report)"
     )
     return parser
+
+
+def _list(collection: str, as_json: bool) -> int:
+    from core.store import close_clients
+    from ingest.pipeline import list_sources
+
+    try:
+        entries = list_sources(collection, by_root=True)
+    finally:
+        close_clients()
+    for entry in entries:
+        if as_json:
+            print(json.dumps(entry))
+        else:
+            print(
+                f"{entry['root'] or '-'}\t{entry['source']}\t{entry['chunks']} chunks\t"
+                f"{entry['file_hash'] or '(mixed versions)'}"
+            )
+    if not as_json:
+        print(f"{collection}: {len(entries)} sources", file=sys.stderr)
+    return 0
 
 
 def _print_summary(report, collection: str) -> None:
@@ -48,7 +77,12 @@ def _print_summary(report, collection: str) -> None:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list and (args.paths or args.recreate):
+        parser.error("--list takes no PATH and no --recreate")
+    if not args.list and not args.paths:
+        parser.error("give at least one PATH (or --list)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning made
     # one query embedding take ~0.5 s instead of ~10 ms. Must be set before torch loads.
@@ -67,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     collection = args.collection or settings.collection_name
+    if args.list:
+        return _list(collection, args.json)
     try:  # a locked store, a missing embedding model: one line, exit 2 (cli_errors)
         report = ingest_paths(
             args.paths, collection=collection, recreate=args.recreate, progress=not args.json

@@ -459,28 +459,50 @@ def delete_source(
         return count
 
 
-def list_sources(collection: str | None = None, settings: Settings | None = None) -> list[dict]:
-    """One entry per ingested source: {source, chunks, doc_type, title}, sorted by source."""
+def list_sources(
+    collection: str | None = None, settings: Settings | None = None, by_root: bool = False
+) -> list[dict]:
+    """One entry per ingested source: {source, chunks, doc_type, title, root, file_hash},
+    sorted by source. `root` and `file_hash` are None where the source's chunks disagree
+    (the same source under two roots; old and new chunks while a re-ingest is under way).
+    by_root=True: one entry per (root, source) instead, sorted by root then source."""
     settings = settings or get_settings()
     collection = collection or settings.collection_name
     client = get_client(settings)
     if not client.collection_exists(collection):
         return []
-    fields = [f"{METADATA_KEY}.{name}" for name in ("source", "doc_type", "title")]
-    sources: dict[str, dict] = {}
+    fields = [
+        f"{METADATA_KEY}.{name}" for name in ("source", "doc_type", "title", "root", "file_hash")
+    ]
+    sources: dict[tuple, dict] = {}
     for record in _scroll(client, collection, None, fields):
         meta = (record.payload or {}).get(METADATA_KEY, {})
+        key = (
+            (meta.get("root") or "", meta.get("source") or "")
+            if by_root
+            else (
+                "",
+                meta.get("source") or "",
+            )
+        )
         entry = sources.setdefault(
-            meta.get("source"),
+            key,
             {
                 "source": meta.get("source"),
                 "chunks": 0,
                 "doc_type": meta.get("doc_type"),
                 "title": meta.get("title"),
+                "root": meta.get("root"),
+                "file_hash": meta.get("file_hash"),
             },
         )
         entry["chunks"] += 1
-    return [sources[name] for name in sorted(sources, key=lambda s: s or "")]
+        for name in ("root", "file_hash"):
+            if entry[name] != meta.get(name):
+                entry[name] = None
+    return [
+        sources[key] for key in sorted(sources, key=lambda k: (k[1], k[0]) if not by_root else k)
+    ]
 
 
 def document_text(
