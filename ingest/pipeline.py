@@ -3,7 +3,10 @@
 A file's chunks are keyed by (root, source) and carry the sha256 of the file bytes. A run
 reads those hashes back (payload only, no vectors) and then, per file: skips it when the
 stored chunks are complete and match the bytes and the chunking settings; replaces them
-(delete by filter, then upsert) when the file changed; adds it when it is new. Sources
+(upsert the new chunks, then delete the old points the new ones did not overwrite, after
+the flush that wrote them: a crash in between leaves the old or the new chunks, or both,
+never neither, and the next run finishes the job) when the file changed; adds it when it is
+new. Sources
 under an ingested folder whose files are gone are removed. Embedding runs in large
 batches across files; points go to Qdrant in `wait=True` batches.
 """
@@ -93,6 +96,7 @@ class _Stored:
     file_hashes: set = field(default_factory=set)
     chunk_counts: set = field(default_factory=set)
     chunkings: set = field(default_factory=set)
+    ids: set = field(default_factory=set)  # point ids, deleted once the new chunks are written
 
 
 def point_id(source: str, chunk_index: int, content_hash: str, root: str = "") -> str:
@@ -190,6 +194,7 @@ def _stored_state(client: QdrantClient, collection: str, roots: set[str]) -> dic
             meta = (record.payload or {}).get(METADATA_KEY, {})
             entry = stored.setdefault((meta.get("root"), meta.get("source")), _Stored())
             entry.points += 1
+            entry.ids.add(str(record.id))
             entry.file_hashes.add(meta.get("file_hash"))
             entry.chunk_counts.add(meta.get("chunk_count"))
             entry.chunkings.add(meta.get("chunking"))
@@ -213,6 +218,9 @@ class _Writer:
         self.recreate = recreate
         self.ready = False
         self.pending: list[tuple[Chunk, dict]] = []
+        # The stored point ids of the changed files in `pending`, removed (less the ids the
+        # new chunks overwrite) only after the flush that writes their new chunks.
+        self.stale: list[set[str]] = []
         self.written = 0
         self._model = None
         self._chunker: Chunker | None = None
@@ -255,7 +263,19 @@ class _Writer:
             self.collection, points_selector=models.FilterSelector(filter=query_filter), wait=True
         )
 
-    def add(self, item: SourceFile, file_hash: str, title: str, doc_type: str, chunks: list[Chunk]):
+    def add(
+        self,
+        item: SourceFile,
+        file_hash: str,
+        title: str,
+        doc_type: str,
+        chunks: list[Chunk],
+        replaces: set[str] | None = None,
+    ):
+        """Queue a file's chunks; `replaces`: the point ids of its stored version, deleted
+        after the flush that writes these (all of a file's chunks go in one flush)."""
+        if replaces:
+            self.stale.append(set(replaces))
         for index, chunk in enumerate(chunks):
             content_hash = sha256_hex(chunk.text.encode())
             metadata = {
@@ -282,6 +302,7 @@ class _Writer:
 
     def flush(self) -> None:
         if not self.pending:
+            self._delete_stale(set())
             return
         self.ensure()
         pending, self.pending = self.pending, []
@@ -307,6 +328,20 @@ class _Writer:
                 self.collection, points=points[start : start + UPSERT_BATCH], wait=True
             )
         self.written += len(points)
+        self._delete_stale({str(point.id) for point in points})
+
+    def _delete_stale(self, written: set[str]) -> None:
+        stale, self.stale = self.stale, []
+        ids = sorted(set().union(*stale) - written) if stale else []
+        if not ids:
+            return
+        _relax_embedded_fsync(self.client, self.collection)
+        for start in range(0, len(ids), UPSERT_BATCH * 4):
+            self.client.delete(
+                self.collection,
+                points_selector=models.PointIdsList(points=ids[start : start + UPSERT_BATCH * 4]),
+                wait=True,
+            )
 
 
 def _relax_embedded_fsync(client: QdrantClient, collection: str) -> None:
@@ -402,11 +437,18 @@ def _ingest_files(files, stored, writer: _Writer, report: IngestReport, progress
             report.skip(item.source, f"{reason}{kept}")
             continue
         if previous:
-            writer.delete(_source_filter(*item.key))
             report.files_replaced += 1
         else:
             report.files_added += 1
-        writer.add(item, file_hash, loaded.title, loaded.doc_type, chunks)
+        # Write first, then delete: the old points go after the flush that writes these.
+        writer.add(
+            item,
+            file_hash,
+            loaded.title,
+            loaded.doc_type,
+            chunks,
+            replaces=previous.ids if previous else None,
+        )
         chunks_total += len(chunks)
         bar.set_postfix(chunks=chunks_total, refresh=False)
     bar.close()

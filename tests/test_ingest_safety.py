@@ -77,3 +77,87 @@ def test_list_shows_root_chunks_and_file_hash(tmp_path):
     bad = _ingest_cli(["--list", str(docs)], store)
     assert bad.returncode == 2
     assert "--list" in _ingest_cli(["--help"], store).stdout
+
+
+def _listing(store: Path, collection: str) -> dict[str, dict]:
+    result = _ingest_cli(["--list", "--json", "--collection", collection], store)
+    assert result.returncode == 0, result.stderr
+    return {
+        entry["source"]: json.loads(line)
+        for line in result.stdout.splitlines()
+        for entry in [json.loads(line)]
+    }
+
+
+def test_sigkill_while_replacing_changed_files_loses_nothing(tmp_path):
+    """Re-ingest 150 changed files with a flush every 16 chunks; SIGKILL it after a few
+    flushes: every file keeps its old or its new chunks; the next run completes, the one
+    after writes nothing."""
+    import re
+    import signal
+    import time
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    count = 150
+    for index in range(count):
+        (docs / f"note_{index:03d}.md").write_text(_doc(index, 1))
+    store = tmp_path / "qdrant"
+    collection = "killed"
+    first = _ingest_cli([str(docs), "--json", "--collection", collection], store)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout.splitlines()[-1])["files_added"] == count
+    old = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in docs.iterdir()}
+    for index in range(count):
+        (docs / f"note_{index:03d}.md").write_text(_doc(index, 2))
+    new = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in docs.iterdir()}
+
+    # EMBED_BATCH_SIZE=1: a flush (embed, upsert, delete the stale ids) every 16 chunks.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ingest", str(docs), "--collection", collection],
+        cwd=ROOT,
+        env=_env(store, EMBED_BATCH_SIZE="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    progress = re.compile(rb"(\d+)/%d \[" % count)
+    seen = b""
+    done = 0
+    deadline = time.monotonic() + 300
+    try:
+        # The progress bar counts files handed to the writer; past 40 files at least two
+        # flushes have run, and the run is far from its end.
+        while done < 40 and time.monotonic() < deadline:
+            block = os.read(process.stderr.fileno(), 4096)
+            if not block:
+                break
+            seen = (seen + block)[-4096:]
+            found = progress.findall(seen)
+            done = int(found[-1]) if found else done
+        assert done >= 40, seen.decode(errors="replace")
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+
+    listing = _listing(store, collection)
+    assert set(listing) == set(old), "a file lost all its chunks"
+    assert all(entry["chunks"] >= 1 for entry in listing.values())
+    states = {name: entry["file_hash"] for name, entry in listing.items()}
+    assert all(value in (old[name], new[name], None) for name, value in states.items())
+    assert sum(states[name] == new[name] for name in states) >= 16, "killed before a flush"
+    assert sum(states[name] == old[name] for name in states) >= 1, "the run was not cut short"
+
+    second = _ingest_cli([str(docs), "--json", "--collection", collection], store)
+    assert second.returncode == 0, second.stderr
+    report = json.loads(second.stdout.splitlines()[-1])
+    assert report["files_replaced"] >= 1 and report["files_skipped"] == 0
+    listing = _listing(store, collection)
+    assert {name: entry["file_hash"] for name, entry in listing.items()} == new
+    assert all(entry["chunks"] == 1 for entry in listing.values())
+
+    third = _ingest_cli([str(docs), "--json", "--collection", collection], store)
+    assert third.returncode == 0, third.stderr
+    report = json.loads(third.stdout.splitlines()[-1])
+    assert report["chunks_written"] == 0 and report["files_unchanged"] == count
