@@ -121,6 +121,28 @@ def get_sentence_model(settings: Settings | None = None) -> SentenceTransformer:
     return get_embeddings(settings)._client
 
 
+_tokenizer_copies = threading.local()
+
+
+def get_chunking_tokenizer(settings: Settings | None = None):
+    """This thread's own copy of the embedder's tokenizer, for chunking.
+
+    The fast tokenizer keeps its truncation setting on the shared Rust object and switches
+    it per call: chunking measures whole texts (no truncation), query encoding truncates to
+    the model window. Sharing one across threads raised `RuntimeError: Already borrowed`
+    in older `tokenizers` and, in current ones, silently truncates a text being chunked
+    while a query is encoded. A private copy per thread keeps the two apart.
+    """
+    model = get_sentence_model(settings)
+    copies = _tokenizer_copies.__dict__.setdefault("by_model", {})
+    entry = copies.get(id(model))
+    if entry is None or entry[0] is not model:
+        import copy
+
+        entry = copies[id(model)] = (model, copy.deepcopy(model.tokenizer))
+    return entry[1]
+
+
 def embedding_dim(settings: Settings | None = None) -> int:
     model = get_sentence_model(settings)
     get_dim = (

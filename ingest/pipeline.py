@@ -33,6 +33,7 @@ from core.store import (
     SPARSE,
     embedding_dim,
     ensure_collection,
+    get_chunking_tokenizer,
     get_client,
     get_sentence_model,
     metadata_filter,
@@ -234,7 +235,8 @@ class _Writer:
     @property
     def chunker(self) -> Chunker:
         if self._chunker is None:
-            tokenizer = self.model.tokenizer
+            # Its own tokenizer: the shared one is also encoding queries in other threads.
+            tokenizer = get_chunking_tokenizer(self.settings)
             window = min(self.model.max_seq_length or 512, tokenizer.model_max_length or 512)
             self._chunker = Chunker(
                 tokenizer,

@@ -161,3 +161,55 @@ def test_sigkill_while_replacing_changed_files_loses_nothing(tmp_path):
     assert third.returncode == 0, third.stderr
     report = json.loads(third.stdout.splitlines()[-1])
     assert report["chunks_written"] == 0 and report["files_unchanged"] == count
+
+
+def test_chunking_tokenizer_is_not_disturbed_by_query_encoding():
+    """Chunking measures whole texts while another thread encodes (truncated) queries with
+    the shared embedder: the chunker's tokenizer must neither raise `Already borrowed` nor
+    see the queries' truncation (with the shared tokenizer it got 256-token texts)."""
+    import threading
+    import time
+
+    from core.settings import get_settings
+    from core.store import get_client, get_embeddings, get_sentence_model
+    from ingest.pipeline import _Writer
+
+    settings = get_settings()
+    writer = _Writer(get_client(settings), "unused", settings, recreate=False)
+    chunker = writer.chunker
+    assert chunker.tokenizer is not get_sentence_model(settings).tokenizer
+    texts = ["(a) Devices shall not cause harmful interference. " * 120] * 8
+    full = len(chunker._encode(texts[:1])["input_ids"][0])
+    assert full > 1000
+    query = "What is the Class B radiated emission limit at 3 meters? " * 40
+    embeddings = get_embeddings(settings)
+    model = get_sentence_model(settings)
+    errors: list[str] = []
+    stop = time.monotonic() + 8
+
+    def chunking():
+        while time.monotonic() < stop and not errors:
+            try:
+                lengths = {len(ids) for ids in chunker._encode(texts)["input_ids"]}
+                if lengths != {full}:
+                    errors.append(f"chunking saw truncated texts: {sorted(lengths)}")
+            except Exception as error:  # RuntimeError: Already borrowed
+                errors.append(repr(error))
+
+    def querying():
+        while time.monotonic() < stop and not errors:
+            try:
+                # What encoding a query does first (SentenceTransformer.encode -> tokenize),
+                # in a tight loop so the race shows within seconds; then a real query.
+                for _ in range(50):
+                    model.tokenize([query])
+                embeddings.embed_query(query)
+            except Exception as error:
+                errors.append(repr(error))
+
+    threads = [threading.Thread(target=chunking), threading.Thread(target=querying)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
