@@ -82,11 +82,8 @@ def test_list_shows_root_chunks_and_file_hash(tmp_path):
 def _listing(store: Path, collection: str) -> dict[str, dict]:
     result = _ingest_cli(["--list", "--json", "--collection", collection], store)
     assert result.returncode == 0, result.stderr
-    return {
-        entry["source"]: json.loads(line)
-        for line in result.stdout.splitlines()
-        for entry in [json.loads(line)]
-    }
+    entries = [json.loads(line) for line in result.stdout.splitlines()]
+    return {entry["source"]: entry for entry in entries}
 
 
 def test_sigkill_while_replacing_changed_files_loses_nothing(tmp_path):
