@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     score_threshold: float = 0.3  # min dense cosine similarity for a chunk to count as relevant
     # Add the rules' terms for lay words to every search: the data/glossary.tsv glossary, the
     # collection's own definitions sections, both, or none (chains/glossary.py).
-    query_expansion: Literal["glossary", "definitions", "both", "none"] = "none"
+    query_expansion: Literal["glossary", "definitions", "both", "none"] = "glossary"
 
     # Answers: evidence passages, verification, abstention
     answer_mode: AnswerMode = "verified"
