@@ -171,19 +171,9 @@ class Retriever:
         """An expanded search ranks by the expanded query; each hit's `dense_score` stays the
         cosine with the user's own question (what the relevance threshold and the evidence
         ranking read), from the stored vectors."""
-        if not hits:
-            return
-        records = self.client.retrieve(
-            self.collection, ids=[hit.id for hit in hits], with_payload=False, with_vectors=[DENSE]
-        )
-        vectors = {str(record.id): record.vector for record in records}
         for hit in hits:
-            stored = vectors.get(hit.id)
-            stored = stored.get(DENSE) if isinstance(stored, dict) else stored
-            if stored is not None:
-                candidate = np.asarray(stored, dtype=np.float32)
-                norm = float(np.linalg.norm(candidate)) or 1.0
-                hit.dense_score = float(candidate @ dense_vector) / norm
+            hit.dense_score = None
+        self._fill_dense_scores(hits, dense_vector)
 
     # Search ----------------------------------------------------------------------------------
 
