@@ -30,6 +30,7 @@ USER_ERRORS = frozenset(
         "chains.summarize.SourceNotFoundError",
         "evals.schema.EvaluationError",
         "finetune.data.DataError",
+        "finetune.memory.MemoryWouldNotFitError",
         "services.assistant.ModelLoadError",
     }
 )

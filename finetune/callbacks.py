@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
@@ -46,6 +48,8 @@ class ProgressReporter(TrainerCallback):
         self._emit(state, "eval")
 
     def _emit(self, state, phase: str) -> None:
+        if not state.is_world_process_zero:  # one report per run, from rank 0
+            return
         done = state.global_step - self._first_step
         elapsed = time.monotonic() - self._started
         eta = elapsed / done * (state.max_steps - state.global_step) if done > 0 else None
@@ -60,6 +64,19 @@ class ProgressReporter(TrainerCallback):
                 "phase": phase,
             }
         )
+
+
+def progress_file_writer(path: str | Path) -> ProgressHook:
+    """A hook that appends each report to `path` as one JSON line, flushed at once, so the
+    process that launched the run (the API's training job) can follow it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(progress: dict) -> None:
+        with target.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(progress) + "\n")
+
+    return write
 
 
 class LossProgressBar(TrainerCallback):

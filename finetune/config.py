@@ -269,6 +269,19 @@ class TrainConfig:
         default=True,
         metadata={"help": "A progress bar; off: log lines instead.", "flags": ["--progress"]},
     )
+    progress_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Append progress to this file as JSON lines (step, total, loss, eta_s, "
+            "epoch): how the API follows a training job it runs in a child process."
+        },
+    )
+    memory_check: bool = field(
+        default=True,
+        metadata={
+            "help": "Refuse to start when the memory estimate exceeds what the device has free."
+        },
+    )
 
     # Presets -------------------------------------------------------------------------------
 

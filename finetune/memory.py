@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import psutil
 import torch
+
+# What the estimate leaves free for what it does not count (the CUDA context, allocator
+# fragmentation, the tokenizer and data): it is rough, so a run that needs more than this
+# share of the free memory is refused rather than left to die mid-epoch.
+USABLE_SHARE = 0.9
 
 
 @dataclass
@@ -100,4 +106,39 @@ def estimate_memory(
         gradient_bytes=int(lora_bytes),
         optimizer_bytes=int(2 * lora_params * 4),
         activation_bytes=int(activations),
+    )
+
+
+class MemoryWouldNotFitError(RuntimeError):
+    """The run's memory estimate is larger than what its device has free."""
+
+
+def free_bytes(device: str) -> int:
+    """Memory free now on `device`: the GPU's (torch.cuda.mem_get_info), else the host's."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(device).index
+        free, _total = torch.cuda.mem_get_info(
+            torch.cuda.current_device() if index is None else index
+        )
+        return int(free)
+    return int(psutil.virtual_memory().available)
+
+
+def check_fits(estimate: MemoryEstimate, device: str, free: int | None = None) -> None:
+    """Raise MemoryWouldNotFitError, saying what to change, when the run would not fit.
+
+    The weights are already loaded when this runs, so only what training adds is compared
+    with what is free.
+    """
+    free = free_bytes(device) if free is None else free
+    needed = estimate.total_bytes - estimate.weights_bytes
+    if needed <= free * USABLE_SHARE:
+        return
+    where = "GPU " + device if device.startswith("cuda") else "host memory"
+    raise MemoryWouldNotFitError(
+        f"Training would need about {human_bytes(needed)} beyond the loaded weights "
+        f"(activations {human_bytes(estimate.activation_bytes)}), but {where} has "
+        f"{human_bytes(free)} free. Lower batch_size or max_length, turn on "
+        "gradient_checkpointing, or use quantization 4bit (--no-memory-check, or memory_check "
+        "false in a training request, skips this check)."
     )

@@ -29,7 +29,13 @@ import torch
 from core.adapters import FINAL_MODEL, TRAINING_INFO
 from core.modeling import LoadedModel, load_base_model, precision_name
 from core.settings import get_settings
-from finetune.callbacks import LogLines, LossProgressBar, ProgressHook, ProgressReporter
+from finetune.callbacks import (
+    LogLines,
+    LossProgressBar,
+    ProgressHook,
+    ProgressReporter,
+    progress_file_writer,
+)
 from finetune.config import TrainConfig
 from finetune.data import (
     DataError,
@@ -43,7 +49,7 @@ from finetune.data import (
     to_training_record,
     tokenize_record,
 )
-from finetune.memory import MemoryEstimate, estimate_memory
+from finetune.memory import MemoryEstimate, check_fits, estimate_memory
 from finetune.plots import save_loss_curve
 
 log = logging.getLogger(__name__)
@@ -326,6 +332,8 @@ def build_trainer(
     callbacks: list = []
     if on_progress is not None:
         callbacks.append(ProgressReporter(on_progress))
+    if config.progress_file:
+        callbacks.append(ProgressReporter(progress_file_writer(config.progress_file)))
     callbacks.append(LossProgressBar() if config.progress_bar else LogLines())
     if config.early_stopping_patience:
         if args.load_best_model_at_end:
@@ -388,6 +396,8 @@ def train(
             config.max_length,
             setup.memory.format(),
         )
+        if config.memory_check:
+            check_fits(setup.memory, loaded.device)
         if setup.resume_from is not None:
             log.info("Resuming from %s", setup.resume_from)
         resume = str(setup.resume_from) if setup.resume_from else None
