@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     cors_origins: str = ""  # comma-separated origins allowed cross-origin; default: none
     chat_users: str = ""  # "name:password,..." chat logins besides API_KEY (needs API_KEY)
     max_upload_mb: int = 25
+    # Answers waiting for (or in) generation; past it a request gets 429 with Retry-After.
+    max_pending_answers: int = Field(64, ge=1)
+    # GPUs a training job started from the API uses: 0 = every visible GPU (one process per GPU
+    # through `accelerate launch`), 1 = one process. CPU-only machines always run one process.
+    training_gpus: int = Field(0, ge=0)
 
     @field_validator("local_adapter_path", "qdrant_url", "qdrant_host", "api_key", "hf_token")
     @classmethod
