@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     qdrant_port: int = 6333
     qdrant_api_key: str | None = None
     qdrant_path: Path | None = None  # default: <data_dir>/qdrant
+    # The embedded store's engine (no server set): "edge" is the Qdrant engine in-process
+    # (qdrant-edge-py), "local" qdrant-client's Python local mode (bench/results/store-engines.md).
+    store_engine: Literal["edge", "local"] = "edge"
     collection_name: str = "fcc_docs"
 
     # Models: empty means the bundled default.
