@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# When set to a folder, each rank appends the rows it trains on to BATCH_TRACE/rank-<rank>.jsonl
-# (one line a batch: the SHA-1 of each row's input ids); for checking how the data is sharded.
+# When set to a folder, each rank appends the rows its data loaders collate (training, and
+# evaluation when there is an eval split) to FOLDER/rank-<rank>.jsonl, one line a batch: a SHA-1
+# of each row's input ids. For checking how the data is sharded (tests/test_distributed.py); the
+# loader fetches one batch ahead, so the file can hold a batch that was never trained.
 BATCH_TRACE_ENV = "FINETUNE_BATCH_TRACE"
 
 

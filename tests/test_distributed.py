@@ -73,7 +73,9 @@ def test_rank_info_reads_the_launchers_environment(monkeypatch):
 # Real runs -------------------------------------------------------------------------------------
 
 
-def _cli_args(data: Path, prompts: Path, output: Path, grad_accum: int, **extra) -> list[str]:
+def _cli_args(
+    data: Path, prompts: Path, output: Path | None, grad_accum: int, **extra
+) -> list[str]:
     args = [
         "--data",
         str(data),
@@ -107,18 +109,19 @@ def _cli_args(data: Path, prompts: Path, output: Path, grad_accum: int, **extra)
         "2",
         "--keep-checkpoints",
         "--no-progress",
-        "--output-dir",
-        str(output),
     ]
+    if output is not None:
+        args += ["--output-dir", str(output)]
     for flag, value in extra.items():
         args += [f"--{flag.replace('_', '-')}", str(value)]
     return args
 
 
-def _launch(argv: list[str], trace: Path | None = None) -> subprocess.CompletedProcess:
+def _launch(argv: list[str], trace: Path | None = None, **env_extra) -> subprocess.CompletedProcess:
     env = dict(os.environ)  # the caller's environment as it is (NCCL_* included)
     if trace is not None:
         env[distributed.BATCH_TRACE_ENV] = str(trace)
+    env.update(env_extra)
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-5000:])
     return done
@@ -157,14 +160,18 @@ def runs(tmp_path_factory):
     data = write_jsonl(tmp / "qa.jsonl", qa_examples())
     prompts = tmp / "prompts.json"
     prompts.write_text(json.dumps(SYSTEM_PROMPTS))
-    two = tmp / "two"
     progress = tmp / "progress.jsonl"
+    # No --output-dir: rank 0 names the run folder (a time stamp) and both ranks use it.
     launched = _launch(
         distributed.launch_argv(
-            2, _cli_args(data, prompts, two, grad_accum=1, progress_file=progress)
+            2, _cli_args(data, prompts, None, grad_accum=1, progress_file=progress)
         ),
         trace=tmp / "trace-two",
+        CHECKPOINTS_DIR=str(tmp / "checkpoints"),
     )
+    folders = list((tmp / "checkpoints").iterdir())
+    assert len(folders) == 1 and folders[0].name.endswith("-balanced"), folders
+    two = folders[0]
     # The same global batch in one process: batch 2 x gradient accumulation 2.
     one = _one_process(tmp, tmp / "one", grad_accum=2, trace=tmp / "trace-one")
     # Half the global batch (what one rank would train alone): the control.
