@@ -120,6 +120,13 @@ def device_for_rank(device: str) -> str:
     if info.distributed and device == "cuda":
         torch.cuda.set_device(info.local_rank)
         return f"cuda:{info.local_rank}"
+    if info.distributed and device.startswith("cuda:"):
+        log.warning(
+            "device %s in a %d-process run: every rank trains on that one GPU; give --device "
+            "cuda (or auto) for one GPU per rank.",
+            device,
+            info.world_size,
+        )
     return device
 
 
