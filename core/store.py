@@ -626,22 +626,25 @@ def keyword_tokens(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class KeywordModel:
-    """The BM25 model of the `sparse` vectors: Qdrant's own (qdrant_edge.Bm25, the same one a
-    Qdrant server's BM25 inference runs), computed here so any Qdrant stores the vectors.
+    """The BM25 model of the `sparse` vectors: Qdrant's own (qdrant_edge.Bm25, the model a
+    Qdrant server's BM25 inference runs), computed here so that any Qdrant stores them.
 
     `tokenizer="ids"` first splits the text with `keyword_tokens`' pattern (so `15.109` and
-    `2.1093` stay one token) and lets Qdrant's BM25 stem and drop stopwords; `"word"` is
-    Qdrant's own word tokenizer (which splits `15.109` into `15` and `109`). Documents get
+    `2.1093` stay one token); `"word"` is Qdrant's word tokenizer (which splits `15.109`
+    into `15` and `109`). `stemmer`: a Snowball language ("english") or None; `stopwords`:
+    "project" (`keyword_tokens`' list), "english" (Qdrant's) or "none". Documents get
     term-frequency weights (k, b, avg_len); queries weight each distinct token 1; Qdrant
-    multiplies in the IDF (Modifier.IDF). `signature` goes into each chunk's chunking
-    signature, so changing any parameter re-indexes.
+    multiplies in the IDF (Modifier.IDF). The defaults measured best on both gold sets
+    (bench/results/store-engines.md: stemming cost eCFR hit@1). `signature` goes into each
+    chunk's chunking signature, so changing any parameter re-indexes.
     """
 
     tokenizer: Literal["ids", "word"] = "ids"
     k: float = 1.2
     b: float = 0.75
     avg_len: float = 64.0  # tokens per chunk (median of the eCFR + sample chunks at 200)
-    language: str | None = "english"  # stemmer and stopwords; None: neither
+    stemmer: str | None = None
+    stopwords: Literal["project", "english", "none"] = "project"
 
     @property
     def signature(self) -> str:
@@ -665,15 +668,28 @@ class KeywordModel:
 @lru_cache
 def _bm25(model: KeywordModel):
     qe = _edge()
-    options: dict[str, Any] = {"k": model.k, "b": model.b, "avg_len": model.avg_len}
-    if model.tokenizer == "ids":
-        options["tokenizer"] = qe.TokenizerType.Whitespace
-    if model.language:
-        options["language"] = model.language
-    else:
-        options["stemmer"] = qe.DisabledStemmer()
-        options["stopwords"] = qe.StopwordsSet(custom=set())
-    return qe.Bm25(qe.Bm25Config(**options))
+    stopwords = {
+        "project": qe.StopwordsSet(custom=set(_STOPWORDS)),
+        "english": qe.StopwordsSet(languages={qe.Language.English}),
+        "none": qe.StopwordsSet(custom=set()),
+    }[model.stopwords]
+    stemmer = (
+        qe.SnowballParams(qe.SnowballLanguage[model.stemmer.capitalize()])
+        if model.stemmer
+        else qe.DisabledStemmer()
+    )
+    config = qe.Bm25Config(
+        k=model.k,
+        b=model.b,
+        avg_len=model.avg_len,
+        tokenizer=qe.TokenizerType.Whitespace
+        if model.tokenizer == "ids"
+        else qe.TokenizerType.Word,
+        language="english",
+        stopwords=stopwords,
+        stemmer=stemmer,
+    )
+    return qe.Bm25(config)
 
 
 # The keyword model of every collection this code writes (the benchmark swaps it).
