@@ -1,4 +1,4 @@
-"""`python -m finetune {train,chat,test,merge,data}`: one entry point per job."""
+"""`python -m finetune {train,chat,test,merge,data,embeddings}`: one entry point per job."""
 
 from __future__ import annotations
 
@@ -388,6 +388,59 @@ def run_from_docs(args) -> int:
     return 0
 
 
+# embeddings --------------------------------------------------------------------------------------
+
+
+def add_embeddings_parser(commands) -> None:
+    from finetune.embedding_config import embedding_options
+
+    p = commands.add_parser(
+        "embeddings",
+        help="fine-tune the retrieval embedder on Q&A generated from the documents",
+        description="Fine-tune the embedder (EMBEDDING_MODEL; default the bundled "
+        "all-MiniLM-L6-v2) on (question, chunk) pairs: questions generated from the corpus "
+        "documents (and --qa rows), the chunk ingestion stores for the answer as the positive, "
+        "hard negatives mined with the base embedder. Every option is a field of "
+        "finetune.embedding_config.EmbeddingConfig.",
+    )
+    for option in embedding_options():
+        scalar, is_list, _ = option.shape
+        kwargs: dict = {"dest": option.name, "help": _flag_help(option)}
+        if scalar is bool and not is_list:
+            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["default"] = option.default()
+        else:
+            kwargs["type"] = _text_parser(option)
+            kwargs["default"] = option.default()
+            if is_list:
+                kwargs["nargs"] = "+"
+        kwargs.update(option.metadata.get("cli", {}))
+        p.add_argument(f"--{option.name.replace('_', '-')}", **kwargs)
+    p.set_defaults(handler=run_embeddings)
+
+
+def run_embeddings(args) -> int:
+    from finetune.embedding_config import EmbeddingConfig, embedding_options
+    from finetune.embeddings import train_embeddings
+
+    config = EmbeddingConfig(**{o.name: getattr(args, o.name) for o in embedding_options()})
+    result = train_embeddings(config)
+    info = result.info
+    before = info["training_pairs_positive_rank"]["before"]
+    after = info["training_pairs_positive_rank"]["after"]
+    print(f"embedder:    {result.output_dir}")
+    print(f"pairs:       {info['pairs']['used']} ({info['pairs']['by_origin']})")
+    print(
+        f"train loss:  {info['train_loss']:.4f} (first step {info['first_loss']:.4f}, last {info['last_loss']:.4f})"
+    )
+    print(
+        f"training questions, positive chunk: hit@1 {before['hit@1']:.3f} -> {after['hit@1']:.3f}, "
+        f"MRR {before['mrr']:.3f} -> {after['mrr']:.3f}"
+    )
+    print(f"use it:      {info['use_it']}")
+    return 0
+
+
 # main --------------------------------------------------------------------------------------------
 
 
@@ -401,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_test_parser,
         add_merge_parser,
         add_data_parser,
+        add_embeddings_parser,
     ):
         add(commands)
     return parser
