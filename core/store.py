@@ -674,7 +674,7 @@ def _bm25(model: KeywordModel):
         "none": qe.StopwordsSet(custom=set()),
     }[model.stopwords]
     stemmer = (
-        qe.SnowballParams(qe.SnowballLanguage[model.stemmer.capitalize()])
+        qe.SnowballParams(getattr(qe.SnowballLanguage, model.stemmer.capitalize()))
         if model.stemmer
         else qe.DisabledStemmer()
     )
