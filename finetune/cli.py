@@ -112,9 +112,12 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def run_train(args) -> int:
     config = train_config(args)
+    from finetune.distributed import is_main_process
     from finetune.train import train
 
     result = train(config)
+    if not is_main_process():  # data parallel: rank 0 reports the run
+        return 0
     print(f"adapter:     {result.final_model_path}")
     print(f"train loss:  {result.train_loss}")
     print(f"eval loss:   {result.eval_loss}")

@@ -16,6 +16,7 @@ import gc
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections import Counter
@@ -27,8 +28,9 @@ from typing import Any
 import torch
 
 from core.adapters import FINAL_MODEL, TRAINING_INFO
-from core.modeling import LoadedModel, load_base_model, precision_name
+from core.modeling import LoadedModel, load_base_model, pick_device, precision_name
 from core.settings import get_settings
+from finetune import distributed
 from finetune.callbacks import (
     LogLines,
     LossProgressBar,
@@ -170,11 +172,15 @@ def resolve_output(config: TrainConfig) -> tuple[Path, Path | None]:
 
 
 def build_lora_model(config: TrainConfig) -> tuple[LoadedModel, torch.nn.Module]:
-    """The base model (quantized or not), prepared for k-bit training when quantized, with LoRA."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    """The base model (quantized or not), prepared for k-bit training when quantized, with LoRA.
 
+    In a distributed run each rank loads the base on its own GPU (`cuda:LOCAL_RANK`)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import set_seed
+
+    device = distributed.device_for_rank(pick_device(config.device))
     loaded = load_base_model(
-        config.base_model, config.quantization, config.device, precision=_precision(config)
+        config.base_model, config.quantization, device, precision=_precision(config)
     )
     model = loaded.model
     checkpointing = config.resolved_gradient_checkpointing
@@ -202,6 +208,9 @@ def build_lora_model(config: TrainConfig) -> tuple[LoadedModel, torch.nn.Module]
         bias="none",
         task_type="CAUSAL_LM",
     )
+    # The adapter's initial weights follow the seed: a rerun, or any number of ranks (DDP also
+    # broadcasts rank 0's weights), starts from the same adapter.
+    set_seed(config.seed)
     return loaded, get_peft_model(model, lora)
 
 
@@ -287,6 +296,11 @@ def _sft_config(
         disable_tqdm=True,  # LossProgressBar replaces transformers' bar
         dataloader_num_workers=0,
         run_name=output_dir.name,
+        # Data parallel (accelerate launch / torchrun): only the adapter trains, and every LoRA
+        # weight gets a gradient each step; the loss is normalised by the tokens of the global
+        # batch (all ranks and accumulation steps), as one process with the same batch would.
+        ddp_find_unused_parameters=False,
+        average_tokens_across_devices=True,
     )
 
 
@@ -314,8 +328,11 @@ def build_trainer(
     from trl import SFTTrainer
 
     config.validate(require_data=examples is None)
+    distributed.quiet_other_ranks()
+    distributed.init_process_group(cpu=not pick_device(config.device).startswith("cuda"))
     data = prepare_data(config, examples)
-    output_dir, resume_from = resolve_output(config)
+    # Rank 0 names the run folder (a time stamp) and picks the checkpoint; every rank uses it.
+    output_dir, resume_from = distributed.on_main(lambda: resolve_output(config))
     log.info(
         "Data: %d examples from %s → %d train / %d eval, by category %s",
         len(data.train) + len(data.eval),
@@ -334,7 +351,8 @@ def build_trainer(
         callbacks.append(ProgressReporter(on_progress))
     if config.progress_file:
         callbacks.append(ProgressReporter(progress_file_writer(config.progress_file)))
-    callbacks.append(LossProgressBar() if config.progress_bar else LogLines())
+    if distributed.is_main_process():  # ProgressReporter itself reports from rank 0 only
+        callbacks.append(LossProgressBar() if config.progress_bar else LogLines())
     if config.early_stopping_patience:
         if args.load_best_model_at_end:
             callbacks.append(
@@ -354,6 +372,9 @@ def build_trainer(
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    trace = os.environ.get(distributed.BATCH_TRACE_ENV)
+    if trace:
+        trainer.data_collator = distributed.trace_batches(trainer.data_collator, trace)
     if (loaded.quantization != "none" and loaded.dtype == "float32") or args.fp16:
         # TRL casts QLoRA adapters to bf16 (the paper's GPU recipe); on the CPU they stay fp32,
         # and with fp16 mixed precision the grad scaler needs fp32 trainable weights.
@@ -443,8 +464,11 @@ def _save_run(
     trainer, loaded, data, output_dir = setup.trainer, setup.loaded, setup.data, setup.output_dir
     memory, length_report = setup.memory, setup.length_report
     final = output_dir / FINAL_MODEL
-    trainer.save_model(str(final))
-    loaded.tokenizer.save_pretrained(str(final))
+    ranks = distributed.rank_info()
+    main = ranks.is_main
+    trainer.save_model(str(final))  # every rank calls it; only rank 0 (args.should_save) writes
+    if main:
+        loaded.tokenizer.save_pretrained(str(final))
     state = trainer.state
     history = state.log_history
     train_loss = float(output.training_loss) if output.training_loss is not None else None
@@ -482,6 +506,11 @@ def _save_run(
         # What the adapter reads (services.assistant warns when a closed-book one serves RAG).
         "prompt_format": prompt_format_of(examples),
         "throughput": throughput,
+        # Data parallel: processes, and the examples of one optimizer step over all of them.
+        "world_size": ranks.world_size,
+        "global_batch_size": config.resolved_batch_size
+        * config.resolved_gradient_accumulation_steps
+        * ranks.world_size,
         "preset": config.preset,
         "arguments": config.to_dict(),
         "lora_trainable_params": memory.lora_params,
@@ -503,14 +532,22 @@ def _save_run(
             "trl": trl.__version__,
         },
     }
-    (final / TRAINING_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False, default=str))
-    curve = save_loss_curve(
-        history, output_dir / LOSS_CURVE, title=f"{output_dir.name} ({config.preset})"
-    )
-    if not config.keep_checkpoints:
-        for checkpoint in output_dir.glob("checkpoint-*"):
-            shutil.rmtree(checkpoint, ignore_errors=True)
-    log.info("Adapter saved to %s (train loss %s, eval loss %s)", final, train_loss, eval_loss)
+    curve = None
+    # Every rank is done with the checkpoints (the best one loaded, the last eval run) before
+    # rank 0 writes the run's files and removes them; the others write nothing.
+    distributed.barrier()
+    if main:
+        (final / TRAINING_INFO).write_text(
+            json.dumps(info, indent=2, ensure_ascii=False, default=str)
+        )
+        curve = save_loss_curve(
+            history, output_dir / LOSS_CURVE, title=f"{output_dir.name} ({config.preset})"
+        )
+        if not config.keep_checkpoints:
+            for checkpoint in output_dir.glob("checkpoint-*"):
+                shutil.rmtree(checkpoint, ignore_errors=True)
+        log.info("Adapter saved to %s (train loss %s, eval loss %s)", final, train_loss, eval_loss)
+    distributed.barrier()  # no rank returns before the adapter and training_info.json exist
     return TrainResult(
         final_model_path=final,
         train_loss=train_loss,

@@ -36,7 +36,9 @@ from core.store import (
     get_chunking_tokenizer,
     get_client,
     get_sentence_model,
+    keyword_signature,
     metadata_filter,
+    settle,
     sparse_document_vector,
 )
 from ingest.chunking import Chunk, Chunker
@@ -250,6 +252,8 @@ class _Writer:
     def chunking_signature(self) -> str:
         s = self.settings
         text = f"{CHUNKER_VERSION}|{s.chunk_tokens}|{s.chunk_overlap_tokens}|{s.embedding_model}"
+        # The keyword model's parameters: changing them re-indexes too.
+        text += f"|{keyword_signature()}"
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
     def ensure(self) -> None:
@@ -403,6 +407,8 @@ def ingest_paths(
         _ingest_files(files, stored, writer, report, progress)
         writer.flush()
         _remove_vanished(files, scopes, stored, writer, report)
+        if writer.written:
+            settle(client, collection)  # the Edge engine builds its indexes
     report.chunks_written = writer.written
     report.seconds = time.perf_counter() - started
     if report.ignored:
