@@ -208,7 +208,7 @@ TrainRequest = create_model(
 
 class TrainJobOut(BaseModel):
     job_id: str
-    state: Literal["queued", "running", "succeeded", "failed"]
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     step: int = 0
     total: int | None = None
     loss: float | None = None
@@ -218,6 +218,8 @@ class TrainJobOut(BaseModel):
     final_model_path: str | None = None
     train_loss: float | None = None
     error: str | None = None
+    processes: int = Field(1, description="Training processes (one per GPU when several).")
+    log_path: str | None = Field(None, description="The training process's log.")
     created_at: str
     finished_at: str | None = None
 

@@ -12,15 +12,17 @@ import logging
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from api.disconnect import ClientDisconnectedError
 from api.routes import chat, documents, feedback, openai, qlora, system
 from core.models import ModelNotFoundError
 from core.settings import get_settings
 from core.store import StoreUnavailableError
+from services.admission import ServerBusyError
 from services.assistant import ModelLoadError
-from services.conversation import AnswerFailedError, ModelNotLoadedError
+from services.conversation import AnswerFailedError, InvalidAskError, ModelNotLoadedError
 from services.feedback import UnknownAnswerError
 from services.jobs import InvalidTrainingRequestError, JobConflictError, UnknownJobError
 from services.paths import PathNotAllowedError
@@ -70,6 +72,18 @@ async def _unknown_job(_request: Request, error: UnknownJobError) -> JSONRespons
     return JSONResponse({"detail": f"No training job {error.args[0]!r}."}, status_code=404)
 
 
+async def _busy(_request: Request, error: ServerBusyError) -> JSONResponse:
+    return JSONResponse(
+        {"detail": str(error)},
+        status_code=429,
+        headers={"Retry-After": str(error.retry_after_s)},
+    )
+
+
+async def _disconnected(_request: Request, _error: ClientDisconnectedError) -> Response:
+    return Response(status_code=499)  # nginx's "client closed request": nobody reads it
+
+
 def add_error_handlers(app: FastAPI) -> None:
     from chains.llm import AdapterError
 
@@ -85,6 +99,9 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UploadRejectedError, _upload_error)
     app.add_exception_handler(StoreUnavailableError, _error(503))
     app.add_exception_handler(AnswerFailedError, _error(500))
+    app.add_exception_handler(InvalidAskError, _error(422))
+    app.add_exception_handler(ServerBusyError, _busy)
+    app.add_exception_handler(ClientDisconnectedError, _disconnected)
     openai.use_error_objects(app)  # last: on /v1 every handler's answer is an OpenAI error object
 
 

@@ -3,11 +3,13 @@
     python -m bench.load                 # starts its own server on a free port (temp store)
     python -m bench.load --url http://localhost:8000 [--api-key KEY]
 
-Each of the N questions is distinct. They are first asked one at a time (the reference),
-then all at once (streaming, so the time to the first token shows the queue wait). Every
-concurrent answer must equal its question's reference answer and sources (greedy decoding
-is deterministic): nothing lost, nothing mixed up between requests. Results go to
-bench/results/load.json and load.md.
+The N questions cycle through 16 distinct ones. Each distinct question is first asked one
+at a time (the reference), then all N at once (streaming, so the time to the first token
+shows the queue wait; `--no-stream` for plain JSON requests), while `/api/health` is polled
+every 0.1 s. Every concurrent answer must equal its question's reference answer and sources
+(greedy decoding is deterministic, batched or not): nothing lost, nothing mixed up between
+requests. Reported: latency, first token, health latency under the load, and refusals (429
+past MAX_PENDING_ANSWERS). Results go to bench/results/load.json and load.md.
 """
 
 from __future__ import annotations
@@ -170,17 +172,23 @@ class Reply:
 
 
 async def ask(
-    client: httpx.AsyncClient, question: str, max_tokens: int, headers: dict[str, str]
+    client: httpx.AsyncClient,
+    question: str,
+    max_tokens: int,
+    headers: dict[str, str],
+    stream: bool = True,
 ) -> Reply:
-    """One streaming /api/chat request; the SSE events are parsed as they arrive."""
+    """One /api/chat request; streamed SSE events are parsed as they arrive."""
     reply = Reply(question)
     body = {
         "messages": [{"role": "user", "content": question}],
         "max_tokens": max_tokens,
         "temperature": 0.0,
-        "stream": True,
+        "stream": stream,
     }
     started = time.perf_counter()
+    if not stream:
+        return await _ask_json(client, body, headers, reply, started)
     try:
         async with client.stream("POST", "/api/chat", json=body, headers=headers) as response:
             response.raise_for_status()
@@ -210,17 +218,56 @@ async def ask(
     return reply
 
 
+async def _ask_json(client, body, headers, reply: Reply, started: float) -> Reply:
+    try:
+        response = await client.post("/api/chat", json=body, headers=headers)
+        if response.status_code == 429:
+            reply.error = f"429 (Retry-After {response.headers.get('Retry-After')})"
+        else:
+            response.raise_for_status()
+            payload = response.json()
+            reply.answer, reply.abstained = payload["answer"], payload["abstained"]
+            reply.sources = [(s["source"], s["page"], s["section"]) for s in payload["sources"]]
+            reply.server_timings = payload.get("timings") or {}
+            reply.tokens = (payload.get("usage") or {}).get("output_tokens") or 0
+    except httpx.HTTPError as error:
+        reply.error = f"{type(error).__name__}: {error}"
+    reply.total_s = time.perf_counter() - started
+    return reply
+
+
 async def run_sequential(url, questions, max_tokens, headers) -> list[Reply]:
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         return [await ask(client, q, max_tokens, headers) for q in questions]
 
 
-async def run_concurrent(url, questions, max_tokens, headers) -> tuple[list[Reply], float]:
-    limits = httpx.Limits(max_connections=len(questions) + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=900, limits=limits) as client:
+async def _probe_health(client: httpx.AsyncClient, stop: asyncio.Event, times: list[float]):
+    while not stop.is_set():
         started = time.perf_counter()
-        replies = await asyncio.gather(*(ask(client, q, max_tokens, headers) for q in questions))
-        return list(replies), time.perf_counter() - started
+        try:
+            await client.get("/api/health", timeout=30)
+        except httpx.HTTPError:
+            times.append(30.0)
+        else:
+            times.append(time.perf_counter() - started)
+        await asyncio.sleep(0.1)
+
+
+async def run_concurrent(
+    url, questions, max_tokens, headers, stream: bool = True
+) -> tuple[list[Reply], float, list[float]]:
+    limits = httpx.Limits(max_connections=len(questions) + 8)
+    async with httpx.AsyncClient(base_url=url, timeout=900, limits=limits) as client:
+        stop, health = asyncio.Event(), []
+        probe = asyncio.create_task(_probe_health(client, stop, health))
+        started = time.perf_counter()
+        replies = await asyncio.gather(
+            *(ask(client, q, max_tokens, headers, stream) for q in questions)
+        )
+        wall = time.perf_counter() - started
+        stop.set()
+        await probe
+        return list(replies), wall, health
 
 
 # Report ------------------------------------------------------------------------------------
@@ -284,18 +331,24 @@ def write_report(result: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "load.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     seq, con = result["sequential"], result["concurrent"]
+    health = con["health_s"]
     lines = [
         "# Load test: concurrent /api/chat",
         "",
-        f"{result['requests']} distinct questions, max_tokens={result['max_tokens']}, greedy, "
-        f"streaming; {result['machine']}. Generated by `python -m bench.load` on {result['date']}.",
+        f"{result['requests']} requests ({result['distinct']} distinct questions), "
+        f"max_tokens={result['max_tokens']}, greedy, "
+        f"{'streaming' if result['stream'] else 'non-streaming JSON'}; {result['machine']}. "
+        f"Generated by `python -m bench.load` on {result['date']}.",
         "",
         "| run | wall (s) | latency p50 (s) | latency p95 (s) | first token p50 (s) | first token p95 (s) |",
         "|---|---|---|---|---|---|",
         f"| one at a time | {seq['wall_s']} | {seq['latency_s']['p50']} | {seq['latency_s']['p95']} | {seq['first_token_s']['p50']} | {seq['first_token_s']['p95']} |",
         f"| {result['requests']} concurrent | {con['wall_s']} | {con['latency_s']['p50']} | {con['latency_s']['p95']} | {con['first_token_s']['p50']} | {con['first_token_s']['p95']} |",
         "",
-        f"- Answered: {con['answered']}/{result['requests']}; errors: {con['errors']}.",
+        f"- Answered: {con['answered']}/{result['requests']}; errors: {con['errors']} "
+        f"(of which 429: {con['refused']}).",
+        f"- `/api/health` during the load ({health['count']} probes): p50 {health['p50']} s, "
+        f"p95 {health['p95']} s, max {health['max']} s.",
         f"- Same answer and sources as the one-at-a-time run: "
         f"{result['requests'] - len(result['mismatches'])}/{result['requests']}"
         + (
@@ -303,25 +356,30 @@ def write_report(result: dict, out_dir: Path) -> None:
             if not result["mismatches"]
             else "; see load.json `mismatches`."
         ),
-        "- The model generates one answer at a time (a lock in the chat model), so concurrent "
-        "requests queue: the time to the first token is mostly the wait for the requests ahead.",
+        f"- Generations waiting for the model are decoded together, up to "
+        f"GENERATION_BATCH_SIZE={result.get('batch_size')} rows (bench/results/batching.md).",
     ]
     (out_dir / "load.md").write_text("\n".join(lines) + "\n")
 
 
-def run(url: str, requests: int, max_tokens: int, api_key: str | None) -> dict:
-    questions = QUESTIONS[:requests]
-    if len(questions) < requests:
-        raise SystemExit(f"Only {len(QUESTIONS)} distinct questions are defined.")
+def run(url: str, requests: int, max_tokens: int, api_key: str | None, stream: bool = True) -> dict:
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(requests)]
+    distinct = list(dict.fromkeys(questions))
     headers = {"X-API-Key": api_key} if api_key else {}
     started = time.perf_counter()
-    reference = asyncio.run(run_sequential(url, questions, max_tokens, headers))
+    reference = asyncio.run(run_sequential(url, distinct, max_tokens, headers))
     sequential_wall = time.perf_counter() - started
-    concurrent, concurrent_wall = asyncio.run(run_concurrent(url, questions, max_tokens, headers))
-    mismatches = compare(reference, concurrent)
+    by_question = {r.question: r for r in reference}
+    concurrent, concurrent_wall, health = asyncio.run(
+        run_concurrent(url, questions, max_tokens, headers, stream)
+    )
+    mismatches = compare([by_question[q] for q in questions], concurrent)
     return {
         "url": url,
         "requests": requests,
+        "distinct": len(distinct),
+        "stream": stream,
+        "batch_size": os.environ.get("GENERATION_BATCH_SIZE", "16 (default)"),
         "max_tokens": max_tokens,
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
@@ -330,6 +388,13 @@ def run(url: str, requests: int, max_tokens: int, api_key: str | None) -> dict:
             "wall_s": round(concurrent_wall, 2),
             "answered": sum(1 for r in concurrent if not r.error and (r.answer or r.abstained)),
             "errors": sum(1 for r in concurrent if r.error),
+            "refused": sum(1 for r in concurrent if (r.error or "").startswith("429")),
+            "health_s": {
+                "count": len(health),
+                "p50": percentile(health, 0.5),
+                "p95": percentile(health, 0.95),
+                "max": percentile(health, 1.0),
+            },
             **summarize(concurrent),
         },
         "mismatches": mismatches,
@@ -345,13 +410,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=os.environ.get("API_KEY"))
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--no-stream", dest="stream", action="store_false")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.url:
-        result = run(args.url.rstrip("/"), args.requests, args.max_tokens, args.api_key)
+        result = run(
+            args.url.rstrip("/"), args.requests, args.max_tokens, args.api_key, args.stream
+        )
     else:
         with ServerProcess() as server:
-            result = run(server.url, args.requests, args.max_tokens, None)
+            result = run(server.url, args.requests, args.max_tokens, None, args.stream)
     write_report(result, args.out)
     print((args.out / "load.md").read_text())
     return 0 if not result["mismatches"] and result["concurrent"]["errors"] == 0 else 1

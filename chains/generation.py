@@ -1,7 +1,7 @@
 """Running `model.generate` off the caller's thread and streaming its text back, token by token.
 
-One `GenerationWorker` per chat model runs generations first come first served on one
-long-lived thread; a `GenerationJob` is one generation in flight. The text reaches the
+One `GenerationWorker` per chat model runs generations on one long-lived thread, first come
+first served, batching those that wait together; a `GenerationJob` is one generation in flight. The text reaches the
 caller through a sink (a queue's put), and `iter_text` / `aiter_text` read it back, cut
 at the first stop string, and stop the generation when the caller stops reading.
 
@@ -12,7 +12,7 @@ hold the model for a job and how to call `generate` on it.
 from __future__ import annotations
 
 import asyncio
-import queue
+import collections
 import threading
 import time
 import weakref
@@ -170,81 +170,286 @@ class GenerationJob:
 
 
 class GenerationWorker:
-    """The one long-lived thread that runs `generate` for a chat model, first come first served.
+    """The one long-lived thread that runs `generate` for a chat model, batching what waits.
 
     Not a thread per call: CUDA libraries (cuBLAS, bitsandbytes) set up state per thread,
     and a fresh thread for every generation decoded 2.7x slower than the main thread on an
     H100 (bench/results/generation-cuda.md); a thread that lives on is as fast as the main one.
     The thread holds only its queue, and ends once the worker is garbage-collected.
+
+    Generations that wait while the model is busy run together as one batch (up to
+    `max_batch` rows, left-padded): one decoding step then serves every row, so concurrent
+    chats share the model instead of queueing behind each other (`bench/batching.py`). Only
+    generations with the same model holder and the same decoding options share a batch, and
+    with repetition penalty 1.0 (a penalty would also fall on the padding token), so a
+    greedy answer is the one it would be alone. A row that stops (a stop string, EOS, its own
+    max_new_tokens, the caller going away) is finished and handed back at once; the batch
+    goes on with the others.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, max_batch: int = 1):
         self.name = name
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.max_batch = max_batch
+        self._queue: _WorkQueue = _WorkQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         # The thread ends with the worker, but not at interpreter exit: a thread that ends
         # while the interpreter finalizes runs torch's thread-local destructors against torn-
         # down libraries ("terminate called without an active exception", exit code 134 in
         # 2 of 5 `python -m chains.ask` runs); a daemon thread left blocked just ends with it.
-        weakref.finalize(self, self._jobs.put, None).atexit = False
+        weakref.finalize(self, self._queue.put, None).atexit = False
 
-    def submit(self, work: Callable[[], None]) -> None:
+    def submit(self, work: Callable[[], None] | _BatchRow) -> None:
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
-                    target=self._run, args=(self._jobs,), name=self.name, daemon=True
+                    target=self._run, args=(self._queue,), name=self.name, daemon=True
                 )
                 self._thread.start()
-        self._jobs.put(work)
+        self._queue.put(work)
+
+    def stats(self) -> dict[str, int]:
+        """Batches run so far, the generations they held, and the largest batch."""
+        q = self._queue
+        return {"batches": q.batches, "generations": q.rows, "largest_batch": q.largest}
 
     @staticmethod
-    def _run(jobs: queue.SimpleQueue) -> None:  # holds the queue only, never the model
-        while (work := jobs.get()) is not None:
-            work()
+    def _run(work_queue: _WorkQueue) -> None:  # holds the queue only, never the model
+        while (work := work_queue.take()) is not None:
+            if isinstance(work, list):
+                _run_rows(work)
+            else:
+                work()
 
     def start(
         self,
         *,
         tokenizer: Any,
-        prompt_tokens: int,
-        max_new_tokens: int,
+        inputs: dict[str, torch.Tensor],
+        generate_kwargs: dict[str, Any],
         stop: Sequence[str] | None,
         sink: Callable[[Any], None],
         hold: Callable[[], AbstractContextManager[Any]],
-        generate: Callable[[Any, TokenStreamer, StoppingCriteriaList], torch.Tensor],
-        timeout: float | None = None,
     ) -> GenerationJob:
-        """Queue one generation; its text (then END, or an exception) goes to `sink`.
+        """Queue one generation of `inputs` (one row); its text (then END, or an exception)
+        goes to `sink`.
 
         On the worker thread, `hold()` waits for the model (its lock) and yields it, then
-        `generate(model, streamer, stopping_criteria)` runs and returns the output ids.
-        A job stopped before it got the model does not run at all.
+        `model.generate(**inputs, **generate_kwargs)` runs, alone or batched with others
+        waiting for the same model and options. A job stopped before it got the model does
+        not run at all.
         """
         stops = [s for s in stop or () if s]
-        job = GenerationJob(prompt_tokens, max_new_tokens, StopText(stops), timeout=timeout)
-        job.streamer = TokenStreamer(tokenizer, sink)
-        criteria = StoppingCriteriaList(
-            [InterruptCriteria(job.cancel, tokenizer, stops, prompt_tokens)]
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        job = GenerationJob(
+            prompt_tokens,
+            int(generate_kwargs["max_new_tokens"]),
+            StopText(stops),
+            timeout=generate_kwargs.get("max_time"),
         )
-
-        def work() -> None:
-            try:
-                with hold() as model:
-                    if job.cancel.is_set():
-                        sink(END)
-                        return
-                    job.running_since = time.perf_counter()
-                    output = generate(model, job.streamer, criteria)
-                    job.output_tokens = int(output.shape[1]) - prompt_tokens
-            except BaseException as error:  # handed to the caller, raised in its thread
-                sink(error)
-            finally:
-                job.finished_at = time.perf_counter()
-                job.done.set()
-
-        self.submit(work)
+        job.streamer = TokenStreamer(tokenizer, sink)
+        row = _BatchRow(job, tokenizer, inputs, generate_kwargs, stops, sink, hold)
+        row.max_batch = self.max_batch
+        self.submit(row)
         return job
+
+
+class _WorkQueue:
+    """FIFO of callables and rows; `take` returns a callable, or a list of rows that can share
+    a batch: the first waiting row and every later one with its key, up to its max_batch."""
+
+    def __init__(self):
+        self._items: collections.deque = collections.deque()
+        self._ready = threading.Condition()
+        self.batches = 0  # generate calls for rows, and the rows they ran
+        self.rows = 0
+        self.largest = 0
+
+    def put(self, item: Any) -> None:
+        with self._ready:
+            self._items.append(item)
+            self._ready.notify()
+
+    def take(self) -> Any:
+        with self._ready:
+            while not self._items:
+                self._ready.wait()
+            first = self._items.popleft()
+            if not isinstance(first, _BatchRow):
+                return first
+            rows, rest = [first], collections.deque()
+            while self._items and len(rows) < first.max_batch:
+                item = self._items.popleft()
+                if isinstance(item, _BatchRow) and item.key == first.key:
+                    rows.append(item)
+                else:
+                    rest.append(item)
+            self._items.extendleft(reversed(rest))
+            self.batches += 1
+            self.rows += len(rows)
+            self.largest = max(self.largest, len(rows))
+            return rows
+
+
+_UNBATCHABLE = ("max_time", "max_new_tokens")  # per row, checked by _Rows
+
+
+@dataclass(eq=False)
+class _BatchRow:
+    """One queued generation: its job, its one-row inputs and what it may share a batch on."""
+
+    job: GenerationJob
+    tokenizer: Any
+    inputs: dict[str, torch.Tensor]
+    kwargs: dict[str, Any]
+    stops: list[str]
+    sink: Callable[[Any], None]
+    hold: Callable[[], AbstractContextManager[Any]]
+    max_batch: int = 1
+    key: Any = None
+
+    def __post_init__(self) -> None:
+        shared = {k: v for k, v in self.kwargs.items() if k not in _UNBATCHABLE}
+        if float(shared.get("repetition_penalty") or 1.0) != 1.0:
+            self.key = object()  # the penalty would fall on the padding too: alone
+        else:
+            self.key = (self.hold, tuple(sorted((k, repr(v)) for k, v in shared.items())))
+
+    def finish(self, error: BaseException | None = None) -> None:
+        job = self.job
+        if job.done.is_set():
+            return
+        if error is not None:
+            self.sink(error)
+        job.finished_at = time.perf_counter()
+        job.done.set()
+
+
+def _run_rows(rows: list[_BatchRow]) -> None:
+    """Run these rows (one `generate`, batched when more than one), each finished as it stops."""
+    batch: _Rows | None = None
+    try:
+        with rows[0].hold() as model:
+            live = []
+            for row in rows:
+                if row.job.cancel.is_set():  # the caller left while it waited
+                    row.sink(END)
+                    row.finish()
+                else:
+                    live.append(row)
+            if len(live) == 1:
+                _generate_alone(model, live[0])
+            elif live:
+                batch = _Rows(live)
+                batch.generate(model)
+    except BaseException as error:  # handed to each caller, raised in its thread
+        for row in rows:
+            row.finish(error)
+    finally:
+        if batch is not None:
+            batch.end()
+        for row in rows:
+            row.finish()
+
+
+def _generate_alone(model: Any, row: _BatchRow) -> None:
+    job = row.job
+    criteria = StoppingCriteriaList(
+        [InterruptCriteria(job.cancel, row.tokenizer, row.stops, job.prompt_tokens)]
+    )
+    inputs = {k: v.to(model.device) for k, v in row.inputs.items()}
+    job.running_since = time.perf_counter()
+    with torch.inference_mode():
+        output = model.generate(
+            **inputs, **row.kwargs, streamer=job.streamer, stopping_criteria=criteria
+        )
+    job.output_tokens = int(output.shape[1]) - job.prompt_tokens
+
+
+class _Rows(BaseStreamer, StoppingCriteria):
+    """One batched `generate`: the streamer that hands each row's tokens to its own job, and
+    the stopping criterion that ends each row on its own stop strings, max_new_tokens,
+    time limit or cancel, finishing that job at once."""
+
+    def __init__(self, rows: list[_BatchRow]):
+        self.rows = rows
+        self.width = max(row.job.prompt_tokens for row in rows)
+        self.counts = [0] * len(rows)
+        self.done = [False] * len(rows)
+        self.prompt_seen = False
+        eos = rows[0].tokenizer.eos_token_id
+        self.eos = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.windows = [max((len(s) for s in row.stops), default=0) + 2 for row in rows]
+
+    def generate(self, model: Any) -> None:
+        pad = self.rows[0].kwargs.get("pad_token_id")
+        pad = self.rows[0].tokenizer.pad_token_id if pad is None else pad
+        ids = torch.full((len(self.rows), self.width), pad, dtype=torch.long)
+        mask = torch.zeros((len(self.rows), self.width), dtype=torch.long)
+        for i, row in enumerate(self.rows):  # left padding: every row's next token is at the end
+            n = row.job.prompt_tokens
+            ids[i, self.width - n :] = row.inputs["input_ids"][0]
+            mask[i, self.width - n :] = row.inputs.get("attention_mask", torch.ones(1, n))[0]
+        kwargs = {k: v for k, v in self.rows[0].kwargs.items() if k not in _UNBATCHABLE}
+        kwargs["max_new_tokens"] = max(row.job.max_new_tokens for row in self.rows)
+        started = time.perf_counter()
+        for row in self.rows:
+            row.job.running_since = started
+            row.job.streamer.prompt_seen = True  # this streamer gets the rows' tokens only
+        with torch.inference_mode():
+            model.generate(
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                **kwargs,
+                streamer=self,
+                stopping_criteria=StoppingCriteriaList([self]),
+            )
+
+    # BaseStreamer: the prompt first, then one token per row per step (pads once a row ended)
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for i, token in enumerate(value.reshape(-1).tolist()):
+            if self.done[i]:
+                continue
+            self.counts[i] += 1
+            self.rows[i].job.streamer.put(torch.tensor([token]))
+            if token in self.eos:
+                self._finish(i)
+
+    def end(self) -> None:
+        for i in range(len(self.rows)):
+            self._finish(i)
+
+    # StoppingCriteria: called after each step's tokens were put
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        now = time.perf_counter()
+        for i, row in enumerate(self.rows):
+            if not self.done[i] and self._should_stop(i, row, input_ids[i], now):
+                self._finish(i)
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+    def _should_stop(self, i: int, row: _BatchRow, ids: torch.Tensor, now: float) -> bool:
+        job = row.job
+        if job.cancel.is_set() or self.counts[i] >= job.max_new_tokens:
+            return True
+        if job.timeout is not None and now - (job.running_since or now) >= job.timeout:
+            return True
+        if row.stops:
+            start = max(self.width, ids.shape[0] - self.windows[i])
+            tail = row.tokenizer.decode(ids[start:], skip_special_tokens=True)
+            return any(s in tail for s in row.stops)
+        return False
+
+    def _finish(self, i: int) -> None:
+        if self.done[i]:
+            return
+        self.done[i] = True
+        row = self.rows[i]
+        row.job.output_tokens = self.counts[i]
+        row.job.streamer.end()  # the rest of its text, then END: its caller goes on now
+        row.finish()
 
 
 # Reading a job's text back --------------------------------------------------------------

@@ -144,6 +144,12 @@ class QLoRAChatModel(BaseChatModel):
         description="Accepted for the standard interface; a local generation is not retried "
         "(its failures do not go away on a second try).",
     )
+    max_batch_size: int = Field(
+        default_factory=_settings_default("generation_batch_size"),
+        ge=1,
+        description="Most generations decoded together when several wait for the model "
+        "(1: one at a time). Greedy outputs are the same as alone.",
+    )
     streaming: bool = False  # invoke() runs through the stream (tokens reach callbacks either way)
 
     _adapter_set: AdapterSet = PrivateAttr()
@@ -154,6 +160,7 @@ class QLoRAChatModel(BaseChatModel):
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
         self._adapter_set = AdapterSet(self.model_name, self.quantization, self.device)
+        self._worker.max_batch = self.max_batch_size
         loaded = self._adapter_set.loaded
         self.model_name = loaded.name or Path(loaded.path).name
         self.quantization = loaded.quantization
@@ -375,22 +382,13 @@ class QLoRAChatModel(BaseChatModel):
             )
             kwargs["max_new_tokens"] = room
 
-        def generate(model: Any, streamer: TokenStreamer, criteria: Any) -> torch.Tensor:
-            device_inputs = {k: v.to(model.device) for k, v in inputs.items()}
-            with torch.inference_mode():
-                return model.generate(
-                    **device_inputs, **kwargs, streamer=streamer, stopping_criteria=criteria
-                )
-
         return self._worker.start(
             tokenizer=self.tokenizer,
-            prompt_tokens=prompt_tokens,
-            max_new_tokens=kwargs["max_new_tokens"],
+            inputs=inputs,
+            generate_kwargs=kwargs,
             stop=self.stop if stop is None else stop,
             sink=sink,
             hold=self._adapter_set.hold,
-            generate=generate,
-            timeout=kwargs.get("max_time"),
         )
 
     def _last_chunk(self, job: GenerationJob) -> ChatGenerationChunk:

@@ -1,15 +1,22 @@
 """One question-answering path for every caller: the Chainlit chat, `/api/chat`,
 `/api/chat/qlora/chat` and `/v1/chat/completions` all go through these functions, which
-call `services.assistant.get_assistant()` (the RAG chain itself lives in `chains/`)."""
+call `services.assistant.get_assistant()` (the RAG chain itself lives in `chains/`).
+
+Every answer holds a slot of `services.admission.answer_slots` from the call until it ends:
+`ask_stream` takes it when called (so a full queue is a `ServerBusyError` before any
+response has started), not when first iterated.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from services.admission import Slot, answer_slots
 from services.feedback import get_feedback_store
 
 
@@ -19,6 +26,15 @@ class ModelNotLoadedError(RuntimeError):
 
 class AnswerFailedError(RuntimeError):
     """The chain could not answer (store or model failure); the message says why."""
+
+
+class InvalidAskError(ValueError):
+    """The request's options cannot be served (a 422 in the API)."""
+
+
+# What a RAG prompt needs besides the answer: the rules, the question and at least a few
+# passages (the served prompt with 4 passages is 700-900 SmolLM2 tokens).
+MIN_PROMPT_TOKENS = 512
 
 
 @dataclass
@@ -52,6 +68,29 @@ class AskOptions:
             "instructions": self.instructions,
             **self.generation(),
         }
+
+
+def context_window() -> int:
+    """The loaded model's context window, else CONTEXT_WINDOW (the most any model gets)."""
+    a = assistant()
+    if a.loaded:
+        return a.llm.context_window
+    return a.settings.context_window
+
+
+def check_options(options: AskOptions) -> None:
+    """Refuse a max_new_tokens that leaves the prompt no room in the context window."""
+    wanted = options.max_new_tokens
+    if wanted is None:
+        return
+    window = context_window()
+    most = window - MIN_PROMPT_TOKENS
+    if wanted > most:
+        raise InvalidAskError(
+            f"max_tokens {wanted} leaves no room for the question and its sources in the "
+            f"{window}-token context window: use at most {most} (answers are short; the "
+            "default is ANSWER_MAX_TOKENS)."
+        )
 
 
 def split_conversation(messages: Iterable[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
@@ -116,8 +155,10 @@ def ask(
 ):
     """Answer synchronously; returns the chain's RagResult."""
     options = options or AskOptions()
-    chain = rag_chain(options.collection, require_loaded)
-    result = chain.invoke(question, history=history or None, **options.rag_kwargs())
+    check_options(options)
+    with answer_slots.acquire():
+        chain = rag_chain(options.collection, require_loaded)
+        result = chain.invoke(question, history=history or None, **options.rag_kwargs())
     if failure(result):
         raise AnswerFailedError(failure(result))
     return result
@@ -128,18 +169,56 @@ def failure(result) -> str | None:
     return result.error if result.error and not result.answer else None
 
 
-async def ask_stream(
+def ask_stream(
     question: str,
     history: list[tuple[str, str]] | None = None,
     options: AskOptions | None = None,
     require_loaded: bool = False,
 ) -> AsyncIterator[tuple[str, Any]]:
-    """Yield the chain's events: ("retrieved", sources), ("token", text), ("done", RagResult)."""
+    """The chain's events: ("retrieved", sources), ("token", text), ("done", RagResult).
+
+    Raises ServerBusyError at once when MAX_PENDING_ANSWERS answers are pending. The slot
+    is given back when the stream ends, fails, is closed, or is dropped unread.
+    """
     options = options or AskOptions()
-    # Loading the model can take seconds: never on the event loop.
-    chain = await asyncio.to_thread(rag_chain, options.collection, require_loaded)
-    async for event in chain.astream(question, history=history or None, **options.rag_kwargs()):
-        yield event
+    check_options(options)
+    slot = answer_slots.acquire()
+    events = _events(slot, question, history, options, require_loaded)
+    weakref.finalize(events, slot.release)
+    return events
+
+
+async def _events(
+    slot: Slot,
+    question: str,
+    history: list[tuple[str, str]] | None,
+    options: AskOptions,
+    require_loaded: bool,
+) -> AsyncIterator[tuple[str, Any]]:
+    with slot:
+        # Loading the model can take seconds: never on the event loop.
+        chain = await asyncio.to_thread(rag_chain, options.collection, require_loaded)
+        stream = chain.astream(question, history=history or None, **options.rag_kwargs())
+        async for event in stream:
+            yield event
+
+
+async def ask_async(
+    question: str,
+    history: list[tuple[str, str]] | None = None,
+    options: AskOptions | None = None,
+    require_loaded: bool = False,
+):
+    """`ask` for async callers: the answer is generated on the model's worker thread and no
+    thread waits for it, so hundreds can wait at once. Cancelling the awaiting task (a
+    client that went away) stops the generation, queued or running."""
+    result = None
+    async for kind, value in ask_stream(question, history, options, require_loaded):
+        if kind == "done":
+            result = value
+    if result is None or failure(result):
+        raise AnswerFailedError(failure(result) if result else "The chain returned no answer.")
+    return result
 
 
 def sources_of(result) -> list[dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -409,11 +410,13 @@ def test_status_reports_model_store_and_versions(client, assistant, settings):
     )
 
 
-def wait_for_job(client, job_id: str, timeout: float = 400) -> dict:
+def wait_for_job(
+    client, job_id: str, timeout: float = 400, terminal=("succeeded", "failed")
+) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/api/chat/qlora/train/{job_id}").json()
-        if job["state"] in ("succeeded", "failed"):
+        if job["state"] in terminal and job["finished_at"]:
             return job
         time.sleep(0.5)
     raise AssertionError(f"training job {job_id} still {job['state']} after {timeout}s")
@@ -501,3 +504,78 @@ def test_qlora_service_lifecycle(client, assistant, chat_model, settings):
     assert status["loaded"] and status["model_name"] == "SmolLM2-135M-Instruct"
     assert "lora_defaults" not in status
     shutil.rmtree(settings.checkpoints_path / "api-test-run", ignore_errors=True)
+
+
+def test_max_tokens_beyond_the_context_window_is_a_422(client):
+    """4096 new tokens cannot fit a 2,048-token window with a prompt: refused before any work,
+    saying the most that fits (it used to be a 500 from inside the chain)."""
+    question = [{"role": "user", "content": QUESTION}]
+    response = client.post("/api/chat", json={"messages": question, "max_tokens": 4096})
+    assert response.status_code == 422, response.text
+    assert "context window: use at most 1536" in response.json()["detail"]
+    response = client.post("/v1/chat/completions", json={"messages": question, "max_tokens": 4000})
+    assert response.status_code == 422, response.text
+    assert "use at most 1536" in response.json()["error"]["message"]
+    response = client.post(
+        "/api/chat/qlora/chat", params={"max_new_tokens": 2000}, json={"message": QUESTION}
+    )
+    assert response.status_code == 422, response.text
+    response = client.post("/api/chat", json={"messages": question, "max_tokens": 8})
+    assert response.status_code == 200, response.text
+
+
+TRAIN_CONVERSATIONS = [
+    {"prompt": "What does § 15.5 require?", "response": "No harmful interference [1]."},
+    {"prompt": "What is § 15.21 about?", "response": "Unapproved changes [1]."},
+]
+
+
+def test_a_training_job_runs_apart_and_can_be_cancelled(client, settings):
+    """The job is a child process: the server answers while it trains, DELETE stops it (every
+    process of its group), the state says so, and the next job may start."""
+    body = {
+        "conversations": TRAIN_CONVERSATIONS * 4,
+        "output_dir": "api-cancel-run",
+        "batch_size": 1,
+        "max_steps": 400,
+        "lora_r": 4,
+    }
+    response = client.post("/api/chat/qlora/train", json=body)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["processes"] == 1 and Path(job["log_path"]).name == "train.log"
+    deadline = time.monotonic() + 240
+    while job["step"] < 1 and job["state"] == "running" and time.monotonic() < deadline:
+        assert client.get("/api/health").status_code == 200
+        time.sleep(0.5)
+        job = client.get(f"/api/chat/qlora/train/{job['job_id']}").json()
+    assert job["state"] == "running" and job["step"] >= 1, job
+    assert job["total"] == 400
+
+    response = client.delete(f"/api/chat/qlora/train/{job['job_id']}")
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == "cancelled"
+    job = wait_for_job(client, job["job_id"], terminal=("cancelled",))
+    assert job["state"] == "cancelled" and job["final_model_path"] is None
+    run_folder = settings.checkpoints_path / "api-cancel-run"
+    assert not (run_folder / "final_model").exists()
+    alive = subprocess.run(["pgrep", "-f", str(run_folder / "job.json")], capture_output=True)
+    assert alive.returncode == 1, alive.stdout  # no process of the job is left
+    assert client.delete(f"/api/chat/qlora/train/{job['job_id']}").json()["state"] == "cancelled"
+
+
+def test_a_run_that_would_not_fit_fails_before_its_first_step(client):
+    """The child checks its memory estimate against free memory and says what to lower."""
+    body = {
+        "conversations": TRAIN_CONVERSATIONS,
+        "output_dir": "api-too-big",
+        "batch_size": 4096,
+        "max_length": 2048,
+        "max_steps": 1,
+    }
+    response = client.post("/api/chat/qlora/train", json=body)
+    assert response.status_code == 202, response.text
+    job = wait_for_job(client, response.json()["job_id"])
+    assert job["state"] == "failed" and job["step"] == 0, job
+    assert "Training would need about" in job["error"]
+    assert "Lower batch_size or max_length" in job["error"]

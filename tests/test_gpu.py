@@ -67,3 +67,22 @@ def test_cuda_4bit_model_serves_the_adapter_and_streams_what_it_generates(
     assert tuned_answer != base_answer
     assert "FCC answer" in tuned_answer
     assert cuda_chat_model.invoke(question).content == base_answer
+
+
+def test_cuda_4bit_batched_generations_match_one_at_a_time(cuda_chat_model):
+    """Batched decoding on the GPU in 4-bit: the greedy text of each row is its text alone
+    (bf16 compute in a batch can round differently: this is what shows whether it does)."""
+    from chains.llm import QLoRAChatModel
+    from tests.test_batching import PROMPTS, run_together
+
+    batched = QLoRAChatModel(
+        device="cuda", max_new_tokens=24, temperature=0.0, repetition_penalty=1.0
+    )
+    alone = QLoRAChatModel(
+        device="cuda", max_new_tokens=24, temperature=0.0, repetition_penalty=1.0, max_batch_size=1
+    )
+    expected = [alone.invoke(p).content for p in PROMPTS]
+    results, _ = run_together(batched, [lambda p=p: batched.invoke(p).content for p in PROMPTS])
+    same = sum(a == b for a, b in zip(results, expected, strict=True))
+    assert batched._worker.stats()["largest_batch"] >= 3
+    assert same == len(PROMPTS), list(zip(results, expected, strict=True))

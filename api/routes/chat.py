@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from api.auth import require_api_key
+from api.disconnect import unless_disconnected
 from api.schemas import ChatRequest, ChatResponse
 from services import conversation
 
@@ -47,17 +49,15 @@ def options_of(body: ChatRequest) -> conversation.AskOptions:
     )
 
 
-async def stream_events(
-    question: str, history: list[tuple[str, str]], options: conversation.AskOptions, channel: str
-) -> AsyncIterator[str]:
+async def stream_events(events: AsyncIterator, channel: str) -> AsyncIterator[str]:
     try:
-        async for kind, value in conversation.ask_stream(question, history, options):
+        async for kind, value in events:
             if kind == "token":
                 yield sse({"type": "token", "content": value})
             elif kind == "done" and conversation.failure(value):
                 yield sse({"type": "error", "detail": conversation.failure(value)})
             elif kind == "done":
-                answer_id = conversation.record(value, channel)
+                answer_id = await asyncio.to_thread(conversation.record, value, channel)
                 yield sse({"type": "final", **conversation.response_payload(value, answer_id)})
     except Exception as error:  # the stream has started: report in-band
         yield sse({"type": "error", "detail": f"{type(error).__name__}: {error}"})
@@ -71,14 +71,15 @@ async def stream_events(
     description=CHAT_DESCRIPTION,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-def chat(body: ChatRequest):
+async def chat(body: ChatRequest, request: Request):
     question, history = conversation.split_conversation((m.role, m.content) for m in body.messages)
     options = options_of(body)
-    if body.stream:
+    if body.stream:  # ask_stream takes the queue slot now: a full queue is a 429, not an event
         return StreamingResponse(
-            stream_events(question, history, options, "api"),
+            stream_events(conversation.ask_stream(question, history, options), "api"),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
-    result = conversation.ask(question, history, options)
-    return conversation.response_payload(result, conversation.record(result, "api"))
+    result = await unless_disconnected(request, conversation.ask_async(question, history, options))
+    answer_id = await asyncio.to_thread(conversation.record, result, "api")
+    return conversation.response_payload(result, answer_id)

@@ -18,6 +18,7 @@ What an OpenAI client gets, and what differs:
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import time
@@ -30,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.auth import require_api_key
+from api.disconnect import unless_disconnected
 from api.routes.chat import SSE_HEADERS, sse
 from api.schemas import OpenAIChatRequest
 from services import conversation
@@ -107,6 +109,8 @@ def _error_type(status_code: int) -> tuple[str, str | None]:
         return "invalid_request_error", "not_found"
     if status_code == 409:
         return "invalid_request_error", "conflict"
+    if status_code == 429:
+        return "rate_limit_error", "server_busy"
     if status_code >= 500:
         return "server_error", None
     return "invalid_request_error", None
@@ -237,10 +241,10 @@ def _stream_error(message: str) -> str:
     return sse(error_object(message, "server_error"))
 
 
-async def _stream(question, history, options, include_usage: bool) -> AsyncIterator[str]:
+async def _stream(events: AsyncIterator, include_usage: bool) -> AsyncIterator[str]:
     chunks = _Chunks(include_usage)
     try:
-        async for kind, value in conversation.ask_stream(question, history, options):
+        async for kind, value in events:
             if kind == "retrieved" and not chunks.role_sent:
                 yield sse(chunks.chunk({"content": ""}))
             elif kind == "token":
@@ -248,7 +252,7 @@ async def _stream(question, history, options, include_usage: bool) -> AsyncItera
             elif kind == "done" and conversation.failure(value):
                 yield _stream_error(conversation.failure(value))
             elif kind == "done":
-                answer_id = conversation.record(value, "openai")
+                answer_id = await asyncio.to_thread(conversation.record, value, "openai")
                 yield sse(chunks.chunk({}, finish_reason(value), **_extras(value, answer_id)))
                 if include_usage:
                     yield sse(chunks.chunk(None, usage=_usage(value)))
@@ -267,17 +271,17 @@ async def _stream(question, history, options, include_usage: bool) -> AsyncItera
     "fields this endpoint does not implement (tools, response_format, stop, ...) are refused "
     "with 400 and an OpenAI error object.",
 )
-def chat_completions(body: OpenAIChatRequest):
+async def chat_completions(body: OpenAIChatRequest, request: Request):
     question, history = conversation.split_conversation((m.role, m.content) for m in body.messages)
     options = _options(body)
-    if body.stream:
+    if body.stream:  # the queue slot is taken now: a full queue is a 429 before the stream
         return StreamingResponse(
-            _stream(question, history, options, body.include_usage),
+            _stream(conversation.ask_stream(question, history, options), body.include_usage),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
-    result = conversation.ask(question, history, options)
-    answer_id = conversation.record(result, "openai")
+    result = await unless_disconnected(request, conversation.ask_async(question, history, options))
+    answer_id = await asyncio.to_thread(conversation.record, result, "openai")
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",

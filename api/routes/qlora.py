@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
 from api.auth import require_api_key
+from api.disconnect import unless_disconnected
 from api.schemas import (
     QLoRAChatRequest,
     QLoRAChatResponse,
@@ -102,7 +104,8 @@ def qlora_status():
 
 
 @router.post("/chat", response_model=QLoRAChatResponse, summary="Ask the loaded model (RAG)")
-def qlora_chat(
+async def qlora_chat(
+    request: Request,
     body: QLoRAChatRequest,
     max_new_tokens: int | None = Query(None, ge=1, le=4096),
     temperature: float | None = Query(None, ge=0.0, le=2.0),
@@ -112,9 +115,10 @@ def qlora_chat(
     options = conversation.AskOptions(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p
     )
-    result = conversation.ask(body.message.strip(), None, options, require_loaded=True)
-    payload = conversation.response_payload(result, conversation.record(result, "qlora"))
-    return payload
+    answer = conversation.ask_async(body.message.strip(), None, options, require_loaded=True)
+    result = await unless_disconnected(request, answer)
+    answer_id = await asyncio.to_thread(conversation.record, result, "qlora")
+    return conversation.response_payload(result, answer_id)
 
 
 @router.post(
@@ -126,8 +130,11 @@ def qlora_chat(
 def start_training(body: TrainRequest):
     """The body carries the conversations and any TrainConfig option (`finetune train`'s,
     LoRA r/alpha/dropout/target modules included; unset: the preset's values and the
-    defaults). 409 while another job runs. Poll `GET /api/chat/qlora/train/{job_id}`; when it
-    has succeeded, `POST /api/chat/qlora/load_trained?adapter_path=<final_model_path>`."""
+    defaults). 409 while another job runs. The job trains in a child process (one per GPU
+    with TRAINING_GPUS; `processes` says how many), so the server keeps answering. Poll
+    `GET /api/chat/qlora/train/{job_id}`; cancel with `DELETE`; a run whose memory estimate
+    exceeds what the device has free fails before its first step, saying what to lower.
+    When it has succeeded, `POST /api/chat/qlora/load_trained?adapter_path=<final_model_path>`."""
     settings = get_settings()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     folder = body.output_dir or body.run_name or f"api-{stamp}"
@@ -145,6 +152,13 @@ def start_training(body: TrainRequest):
 @router.get("/train/{job_id}", response_model=TrainJobOut, summary="A training job's progress")
 def training_progress(job_id: str):
     return training_jobs.get(job_id).to_dict()
+
+
+@router.delete("/train/{job_id}", response_model=TrainJobOut, summary="Cancel a training job")
+def cancel_training(job_id: str):
+    """Stops the job's processes (SIGTERM, then SIGKILL after 10 s); its state becomes
+    `cancelled` and its run folder stays. A job that has already finished is returned as is."""
+    return training_jobs.cancel(job_id).to_dict()
 
 
 @router.post("/unload", response_model=QLoRAStatus, summary="Free the model")

@@ -8,6 +8,7 @@ import platform
 from fastapi import APIRouter, Depends
 
 from api.auth import require_api_key
+from services.admission import answer_slots
 from services.conversation import assistant
 
 open_router = APIRouter(prefix="/api", tags=["system"])
@@ -27,7 +28,8 @@ def versions() -> dict[str, str | None]:
 
 
 @open_router.get("/health", summary="Liveness (never needs the API key)")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
+    # async: answered on the event loop, never waiting for a worker thread behind busy routes.
     return {"status": "ok"}
 
 
@@ -39,4 +41,4 @@ def status() -> dict:
         info["chunks"] = a.retriever().count()
     except Exception as error:  # the status still answers when the store does not
         info["chunks"], info["store_error"] = None, str(error)
-    return {**info, "versions": versions()}
+    return {**info, "answers": answer_slots.status(), "versions": versions()}
