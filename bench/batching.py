@@ -43,6 +43,31 @@ def prompts_for(chain, questions: list[str]) -> list[list]:
     return prompts
 
 
+def served_prompts(llm) -> list[list]:
+    """The served RAG prompts for QUESTIONS over the sample corpus (a temporary store)."""
+    from chains.rag import RagChain
+    from chains.retrieval import Retriever
+    from core.store import close_clients
+    from ingest.pipeline import ingest_paths
+
+    settings = get_settings()
+    with tempfile.TemporaryDirectory(prefix="bench-batching-") as store:
+        settings.qdrant_path = Path(store)
+        try:
+            ingest_paths([SAMPLE_CORPUS], collection="bench_batching", progress=False)
+            return prompts_for(RagChain(llm, Retriever("bench_batching")), list(QUESTIONS))
+        finally:
+            close_clients()
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name(0)}, {device}"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}"
+
+
 def one(llm, messages, max_tokens: int, stop: list[str]) -> dict:
     started = time.perf_counter()
     first = None
@@ -146,54 +171,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--save-prompts", type=Path, help="write the prompts as JSON (to replay on a GPU machine)"
+    )
+    parser.add_argument(
+        "--prompts", type=Path, help="replay prompts saved by --save-prompts (no store needed)"
+    )
     args = parser.parse_args(argv)
 
-    from chains.llm import QLoRAChatModel
+    from chains.llm import QLoRAChatModel, to_chat_dicts
     from chains.prompts import RAG_STOP
-    from chains.rag import RagChain
-    from chains.retrieval import Retriever
-    from core.store import close_clients
-    from ingest.pipeline import ingest_paths
 
     settings = get_settings()
     adapter = settings.local_adapter_path
-    with tempfile.TemporaryDirectory(prefix="bench-batching-") as store:
-        settings.qdrant_path = Path(store)
-        try:
-            ingest_paths([SAMPLE_CORPUS], collection="bench_batching", progress=False)
-            models = {
-                "queue": QLoRAChatModel(
-                    temperature=0.0, repetition_penalty=1.0, adapter=adapter, max_batch_size=1
-                ),
-                "batched": QLoRAChatModel(temperature=0.0, repetition_penalty=1.0, adapter=adapter),
-            }
-            chain = RagChain(models["queue"], Retriever("bench_batching"))
-            questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(len(QUESTIONS))]
-            prompts = prompts_for(chain, questions)[: args.requests]
-            stop = list(RAG_STOP)
-            one(models["queue"], prompts[0], 4, stop)  # warm-up
-            reference = [one(models["queue"], p, args.max_tokens, stop)["text"] for p in prompts]
-            runs = {}
-            for c in args.concurrency:
-                runs[str(c)] = {}
-                for name, llm in models.items():
-                    run = run_at(llm, prompts, c, args.max_tokens, stop)
-                    run["identical"] = sum(
-                        a == b for a, b in zip(run.pop("texts"), reference, strict=True)
-                    )
-                    runs[str(c)][name] = run
-                    print(
-                        f"c={c} {name}: {run['tokens_per_s']} tok/s, wall {run['wall_s']} s, "
-                        f"mean batch {run['mean_batch']}, identical {run['identical']}",
-                        flush=True,
-                    )
-            info = models["batched"].info()
-            _KEEP.append(models)
-        finally:
-            close_clients()
+    models = {
+        "queue": QLoRAChatModel(
+            temperature=0.0, repetition_penalty=1.0, adapter=adapter, max_batch_size=1
+        ),
+        "batched": QLoRAChatModel(temperature=0.0, repetition_penalty=1.0, adapter=adapter),
+    }
+    _KEEP.append(models)
+    if args.prompts is not None:
+        prompts = json.loads(args.prompts.read_text())[: args.requests]
+    else:
+        prompts = served_prompts(models["queue"])[: args.requests]
+    if args.save_prompts is not None:
+        args.save_prompts.write_text(json.dumps([to_chat_dicts(p) for p in prompts], indent=1))
+    stop = list(RAG_STOP)
+    one(models["queue"], prompts[0], 4, stop)  # warm-up
+    reference = [one(models["queue"], p, args.max_tokens, stop)["text"] for p in prompts]
+    runs = {}
+    for c in args.concurrency:
+        runs[str(c)] = {}
+        for name, llm in models.items():
+            run = run_at(llm, prompts, c, args.max_tokens, stop)
+            texts = run.pop("texts")
+            run["identical"] = sum(a == b for a, b in zip(texts, reference, strict=True))
+            runs[str(c)][name] = run
+            print(
+                f"c={c} {name}: {run['tokens_per_s']} tok/s, wall {run['wall_s']} s, "
+                f"mean batch {run['mean_batch']}, identical {run['identical']}",
+                flush=True,
+            )
+    info = models["batched"].info()
     result = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {info.get('device')}",
+        "machine": machine(str(info.get("device"))),
         "model": info.get("model"),
         "adapter": adapter,
         "requests": len(prompts),
