@@ -198,12 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_prompts is not None:
         args.save_prompts.write_text(json.dumps([to_chat_dicts(p) for p in prompts], indent=1))
     stop = list(RAG_STOP)
-    one(models["queue"], prompts[0], 4, stop)  # warm-up
+    for llm in models.values():  # warm-up: each instance's first generations are slower
+        one(llm, prompts[0], 8, stop)
     reference = [one(models["queue"], p, args.max_tokens, stop)["text"] for p in prompts]
     runs = {}
-    for c in args.concurrency:
+    for index, c in enumerate(args.concurrency):
         runs[str(c)] = {}
-        for name, llm in models.items():
+        order = list(models.items())[:: -1 if index % 2 else 1]  # neither always goes first
+        for name, llm in order:
             run = run_at(llm, prompts, c, args.max_tokens, stop)
             texts = run.pop("texts")
             run["identical"] = sum(a == b for a, b in zip(texts, reference, strict=True))
