@@ -69,20 +69,19 @@ def test_cuda_4bit_model_serves_the_adapter_and_streams_what_it_generates(
     assert cuda_chat_model.invoke(question).content == base_answer
 
 
-def test_cuda_4bit_batched_generations_match_one_at_a_time(cuda_chat_model):
-    """Batched decoding on the GPU in 4-bit: the greedy text of each row is its text alone
-    (bf16 compute in a batch can round differently: this is what shows whether it does)."""
+def test_cuda_4bit_batched_generations_run_as_one_batch(cuda_chat_model):
+    """Batched decoding on the GPU in 4-bit: rows share a batch and each gets its own answer.
+    Not asserted: identical text. In 4-bit on the H200 only 3 of these 6 texts matched their
+    one-at-a-time text (bf16 rounding differs by batch shape; even one-at-a-time reruns
+    matched 15/16, bench/results/batching-cuda-bf16.md), which is why batching is opt-in."""
     from chains.llm import QLoRAChatModel
     from tests.test_batching import PROMPTS, run_together
 
     batched = QLoRAChatModel(
-        device="cuda", max_new_tokens=24, temperature=0.0, repetition_penalty=1.0
+        device="cuda", max_new_tokens=24, temperature=0.0, repetition_penalty=1.0, max_batch_size=8
     )
-    alone = QLoRAChatModel(
-        device="cuda", max_new_tokens=24, temperature=0.0, repetition_penalty=1.0, max_batch_size=1
-    )
-    expected = [alone.invoke(p).content for p in PROMPTS]
-    results, _ = run_together(batched, [lambda p=p: batched.invoke(p).content for p in PROMPTS])
-    same = sum(a == b for a, b in zip(results, expected, strict=True))
+    results, _ = run_together(batched, [lambda p=p: batched.invoke(p) for p in PROMPTS])
+    assert not [r for r in results if isinstance(r, BaseException)], results
     assert batched._worker.stats()["largest_batch"] >= 3
-    assert same == len(PROMPTS), list(zip(results, expected, strict=True))
+    assert all(r.content.strip() for r in results)
+    assert all(0 < r.usage_metadata["output_tokens"] <= 24 for r in results)
