@@ -6,8 +6,8 @@ The prompts are the served RAG prompts (raw answer mode: the numbered sources an
 question, as the chat builds them) for distinct questions over the sample corpus, answered
 by the default model with the default adapter (LOCAL_ADAPTER_PATH), greedy, with the RAG
 stop strings. For each concurrency c, the same `--requests` prompts are sent with at most c
-in flight, through two chat models sharing one base: `max_batch_size=1` (the queue) and
-`GENERATION_BATCH_SIZE` (batched). Reported: wall time, aggregate output tokens/s, latency
+in flight, through two chat models: `max_batch_size=1` (the queue) and `--batch` (16;
+GENERATION_BATCH_SIZE in the app). Reported: wall time, aggregate output tokens/s, latency
 and first-token p50/p95, the batch sizes that formed, and whether every answer equals its
 one-at-a-time answer. Results: bench/results/batching.json, .md and .png.
 """
@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16, help="the batched model's max batch")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--save-prompts", type=Path, help="write the prompts as JSON (to replay on a GPU machine)"
@@ -188,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         "queue": QLoRAChatModel(
             temperature=0.0, repetition_penalty=1.0, adapter=adapter, max_batch_size=1
         ),
-        "batched": QLoRAChatModel(temperature=0.0, repetition_penalty=1.0, adapter=adapter),
+        "batched": QLoRAChatModel(
+            temperature=0.0, repetition_penalty=1.0, adapter=adapter, max_batch_size=args.batch
+        ),
     }
     _KEEP.append(models)
     if args.prompts is not None:
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "adapter": adapter,
         "requests": len(prompts),
         "max_tokens": args.max_tokens,
-        "batch_size": settings.generation_batch_size,
+        "batch_size": args.batch,
         "runs": runs,
     }
     write_report(result, args.out)

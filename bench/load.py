@@ -379,7 +379,7 @@ def run(url: str, requests: int, max_tokens: int, api_key: str | None, stream: b
         "requests": requests,
         "distinct": len(distinct),
         "stream": stream,
-        "batch_size": os.environ.get("GENERATION_BATCH_SIZE", "16 (default)"),
+        "batch_size": os.environ.get("GENERATION_BATCH_SIZE", "1 (default)"),
         "max_tokens": max_tokens,
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",

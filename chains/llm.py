@@ -148,7 +148,7 @@ class QLoRAChatModel(BaseChatModel):
         default_factory=_settings_default("generation_batch_size"),
         ge=1,
         description="Most generations decoded together when several wait for the model "
-        "(1: one at a time). Greedy outputs are the same as alone.",
+        "(1: one at a time; GENERATION_BATCH_SIZE). Rows with repetition penalty 1.0 only.",
     )
     streaming: bool = False  # invoke() runs through the stream (tokens reach callbacks either way)
 

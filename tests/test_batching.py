@@ -24,7 +24,9 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def batching_model(chat_model):
     """Shares the session's base (no adapter); repetition penalty 1.0 so rows may batch."""
-    return QLoRAChatModel(max_new_tokens=32, temperature=0.0, repetition_penalty=1.0)
+    return QLoRAChatModel(
+        max_new_tokens=32, temperature=0.0, repetition_penalty=1.0, max_batch_size=8
+    )
 
 
 @pytest.fixture(scope="module")
