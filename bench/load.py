@@ -356,8 +356,14 @@ def write_report(result: dict, out_dir: Path) -> None:
             if not result["mismatches"]
             else "; see load.json `mismatches`."
         ),
-        f"- Generations waiting for the model are decoded together, up to "
-        f"GENERATION_BATCH_SIZE={result.get('batch_size')} rows (bench/results/batching.md).",
+        f"- GENERATION_BATCH_SIZE={result.get('batch_size')}: "
+        + (
+            "one generation at a time, so concurrent requests queue and the time to the "
+            "first token is mostly the wait for the requests ahead."
+            if str(result.get("batch_size", "1")).startswith("1")
+            else "generations waiting for the model are decoded together "
+            "(bench/results/batching.md)."
+        ),
     ]
     (out_dir / "load.md").write_text("\n".join(lines) + "\n")
 
