@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     top_p: float = 0.9
     repetition_penalty: float = 1.1
     # Generations decoded together when several wait for the model (1: one at a time, the
-    # default). Measured (bench/results/batching*.md): 2.46x at 16 concurrent on an H200 in
+    # default). Measured (bench/results/batching*.md): 2.0-2.5x at 16 concurrent on an H200 in
     # bf16, none in 4-bit or on a 2-core CPU, where the long RAG prompts' prefill dominates.
     generation_batch_size: int = Field(1, ge=1)
 
