@@ -463,6 +463,9 @@ def test_the_chat_asks_for_the_key(server):
             page.locator("#password").fill(API_KEY)
             page.locator('button[type="submit"]').click()
             page.locator("#chat-input").wait_for(timeout=60_000)
+            # The chat settings arrive over the session's socket once the chat has started:
+            # a question typed before that races the socket's (authenticated) connection.
+            page.locator("#chat-settings-open-modal").wait_for(timeout=60_000)
             # The logged-in chat works end to end (its socket is authenticated): an answer.
             question = "What is an intentional radiator?"
             type_and_send(page, question)
