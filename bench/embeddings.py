@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.retrieval_vocab import FCC, SETS
+from bench.retrieval_vocab import FCC, SETS, _cell
 from core.settings import PROJECT_ROOT
 
 VARIANTS = ("base", "sample-trained", "fcc-trained (experiment)")
@@ -168,10 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "embeddings.md").write_text(render(results))
     print(f"wrote {args.out / 'embeddings.md'}")
     return 0
-
-
-def _cell(values: dict) -> str:
-    return f"{values['hit@1']:.3f} / {values['hit@k']:.3f} / {values['mrr']:.3f}"
 
 
 def render(results: dict) -> str:

@@ -241,15 +241,17 @@ async def run_sequential(url, questions, max_tokens, headers) -> list[Reply]:
         return [await ask(client, q, max_tokens, headers) for q in questions]
 
 
+HEALTH_FAILED_S = 30.0  # what a failed or timed-out health probe counts as
+
+
 async def _probe_health(client: httpx.AsyncClient, stop: asyncio.Event, times: list[float]):
     while not stop.is_set():
         started = time.perf_counter()
         try:
-            await client.get("/api/health", timeout=30)
+            ok = (await client.get("/api/health", timeout=30)).status_code == 200
         except httpx.HTTPError:
-            times.append(30.0)
-        else:
-            times.append(time.perf_counter() - started)
+            ok = False
+        times.append(time.perf_counter() - started if ok else HEALTH_FAILED_S)
         await asyncio.sleep(0.1)
 
 

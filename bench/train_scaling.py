@@ -37,9 +37,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT / "data" / "adapters" / "smollm2-fcc-rag" / "data" / "train.jsonl"
+from bench.train import DEFAULT_DATA, RESULTS, ROOT  # the same data and folders as bench.train
 
 SHAPES = {
     # meta-llama/Llama-3.2-1B's config.json

@@ -346,9 +346,7 @@ class TrainConfig:
                 raise ValueError(
                     f"{option.name} must be one of {', '.join(option.choices)}, not {value!r}"
                 )
-            for key, bound in option.bounds.items():
-                if not _BOUND_CHECKS[key](value, bound):
-                    raise ValueError(f"{option.name} must be {_BOUND_SYMBOLS[key]} {bound:g}")
+            check_bounds(option, value)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -378,6 +376,15 @@ class TrainConfig:
 
 _BOUND_CHECKS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
 _BOUND_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def check_bounds(option: Option, value: Any, label: str | None = None) -> None:
+    """ValueError when `value` is outside the bounds in the option's metadata."""
+    for key, bound in option.bounds.items():
+        if not _BOUND_CHECKS[key](value, bound):
+            raise ValueError(f"{label or option.name} must be {_BOUND_SYMBOLS[key]} {bound:g}")
+
+
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
 

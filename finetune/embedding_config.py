@@ -12,7 +12,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
-from finetune.config import Option
+from finetune.config import Option, check_bounds
 
 
 @dataclass
@@ -93,16 +93,8 @@ class EmbeddingConfig:
             raise ValueError("--no-generated needs --qa: there would be no training pairs.")
         for option in embedding_options():
             value = getattr(self, option.name)
-            for key, bound in option.bounds.items():
-                ok = {
-                    "gt": lambda v, b: v > b,
-                    "ge": lambda v, b: v >= b,
-                    "lt": lambda v, b: v < b,
-                    "le": lambda v, b: v <= b,
-                }[key]
-                if value is not None and not ok(value, bound):
-                    symbol = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[key]
-                    raise ValueError(f"--{option.name.replace('_', '-')} must be {symbol} {bound}")
+            if value is not None:
+                check_bounds(option, value, label="--" + option.name.replace("_", "-"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -134,10 +134,6 @@ def job_values(data_path: Path, output_dir: Path, params: dict[str, Any]) -> dic
     return values
 
 
-def build_config(data_path: Path, output_dir: Path, params: dict[str, Any]) -> TrainConfig:
-    return TrainConfig.from_dict(job_values(data_path, output_dir, params))
-
-
 PROGRESS_FILE = "progress.jsonl"
 JOB_FILE = "job.json"
 LOG_FILE = "train.log"
@@ -260,14 +256,12 @@ class TrainingJobs:
             if exited:
                 break
             time.sleep(0.5)
-        job.finished_at = _now()
-        if job.state == "cancelled":
-            pass
-        elif process.returncode == 0:
+        if job.state != "cancelled" and process.returncode == 0:
             self._succeeded(job)
-        else:
+        elif job.state != "cancelled":
             job.state = "failed"
             job.error = last_error_line(Path(job.log_path)) or f"exit status {process.returncode}"
+        job.finished_at = _now()  # last: a reader that sees it also sees the final state
         self._processes.pop(job.job_id, None)
         log.info("Training job %s %s in %.1fs", job.job_id, job.state, time.monotonic() - started)
 

@@ -530,19 +530,23 @@ TRAIN_CONVERSATIONS = [
 ]
 
 
+def start_job(client, **body) -> dict:
+    response = client.post("/api/chat/qlora/train", json=body)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
 def test_a_training_job_runs_apart_and_can_be_cancelled(client, settings):
     """The job is a child process: the server answers while it trains, DELETE stops it (every
     process of its group), the state says so, and the next job may start."""
-    body = {
-        "conversations": TRAIN_CONVERSATIONS * 4,
-        "output_dir": "api-cancel-run",
-        "batch_size": 1,
-        "max_steps": 400,
-        "lora_r": 4,
-    }
-    response = client.post("/api/chat/qlora/train", json=body)
-    assert response.status_code == 202, response.text
-    job = response.json()
+    job = start_job(
+        client,
+        conversations=TRAIN_CONVERSATIONS * 4,
+        output_dir="api-cancel-run",
+        batch_size=1,
+        max_steps=400,
+        lora_r=4,
+    )
     assert job["processes"] == 1 and Path(job["log_path"]).name == "train.log"
     deadline = time.monotonic() + 240
     while job["step"] < 1 and job["state"] == "running" and time.monotonic() < deadline:
@@ -566,16 +570,15 @@ def test_a_training_job_runs_apart_and_can_be_cancelled(client, settings):
 
 def test_a_run_that_would_not_fit_fails_before_its_first_step(client):
     """The child checks its memory estimate against free memory and says what to lower."""
-    body = {
-        "conversations": TRAIN_CONVERSATIONS,
-        "output_dir": "api-too-big",
-        "batch_size": 4096,
-        "max_length": 2048,
-        "max_steps": 1,
-    }
-    response = client.post("/api/chat/qlora/train", json=body)
-    assert response.status_code == 202, response.text
-    job = wait_for_job(client, response.json()["job_id"])
+    job = start_job(
+        client,
+        conversations=TRAIN_CONVERSATIONS,
+        output_dir="api-too-big",
+        batch_size=4096,
+        max_length=2048,
+        max_steps=1,
+    )
+    job = wait_for_job(client, job["job_id"])
     assert job["state"] == "failed" and job["step"] == 0, job
     assert "Training would need about" in job["error"]
     assert "Lower batch_size or max_length" in job["error"]

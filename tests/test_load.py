@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from bench.load import QUESTIONS, ServerProcess, percentile
+from bench.load import HEALTH_FAILED_S, QUESTIONS, ServerProcess, percentile, run_concurrent
 
 CONCURRENT = 48
 LIMIT = 50
@@ -44,36 +44,13 @@ def body(question: str, max_tokens: int = 4, stream: bool = False) -> dict:
     return {"messages": messages, "max_tokens": max_tokens, "stream": stream}
 
 
-async def _health_probe(client: httpx.AsyncClient, stop: asyncio.Event, times: list[float]):
-    while not stop.is_set():
-        started = time.perf_counter()
-        response = await client.get("/api/health")
-        assert response.status_code == 200
-        times.append(time.perf_counter() - started)
-        await asyncio.sleep(0.1)
-
-
-async def _burst(url: str, requests: int) -> tuple[list[httpx.Response], list[float]]:
-    limits = httpx.Limits(max_connections=requests + 8)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
-        stop, health = asyncio.Event(), []
-        probe = asyncio.create_task(_health_probe(client, stop, health))
-        questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(requests)]
-        responses = await asyncio.gather(
-            *(client.post("/api/chat", json=body(q)) for q in questions)
-        )
-        stop.set()
-        await probe
-        return list(responses), health
-
-
 def test_48_concurrent_chats_answer_and_health_stays_responsive(server):
-    responses, health = asyncio.run(_burst(server.url, CONCURRENT))
-    assert [r.status_code for r in responses] == [200] * CONCURRENT, [
-        r.text for r in responses if r.status_code != 200
-    ]
-    assert all(r.json()["answer"] or r.json()["abstained"] for r in responses)
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(CONCURRENT)]
+    replies, _, health = asyncio.run(run_concurrent(server.url, questions, 4, {}, stream=False))
+    assert not [r.error for r in replies if r.error]  # every one a 200
+    assert all(r.answer or r.abstained for r in replies)
     assert len(health) >= 10, "the burst ended before health was probed"
+    assert max(health) < HEALTH_FAILED_S, "a health probe failed"
     assert percentile(health, 0.95) < 1.0, sorted(health)[-5:]
 
 
