@@ -11,8 +11,10 @@ import io
 import os
 import subprocess
 import sys
+import threading
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -24,6 +26,7 @@ API_KEY = "test-key-0123456789"
 ALLOWED_ORIGIN = "https://allowed.example"
 EVIL_ORIGIN = "https://evil.example"
 CHROMIUM = Path("/usr/bin/chromium")
+QUEUE_LIMIT = 2  # MAX_PENDING_ANSWERS of the server below: the chat test fills the queue
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -246,6 +249,7 @@ def server(tmp_path_factory):
         "CORS_ORIGINS": f"{ALLOWED_ORIGIN}, http://other.example",
         "MAX_UPLOAD_MB": "1",
         "MAX_NEW_TOKENS": "16",
+        "MAX_PENDING_ANSWERS": str(QUEUE_LIMIT),
     }
     with ServerProcess(state, env=env) as running:
         yield running
@@ -435,6 +439,42 @@ def test_a_failed_load_keeps_the_model_that_serves(api, server):
 # The chat login in a real browser ---------------------------------------------------------------
 
 
+@contextmanager
+def queue_kept_full(server, timeout_s: float = 120):
+    """QUEUE_LIMIT API clients asking back to back, so every answer slot stays taken (but
+    for the milliseconds between one answer and the next request) until the block ends;
+    then nothing is pending."""
+    stop = threading.Event()
+    headers = {"X-API-Key": API_KEY}
+    body = {"messages": [{"role": "user", "content": "What is a Part 15 device?"}], "stream": True}
+
+    def keep_asking() -> None:
+        with httpx.Client(base_url=server.url, headers=headers, timeout=300) as client:
+            while not stop.is_set():
+                with client.stream("POST", "/api/chat", json=body) as response:
+                    for _ in response.iter_lines():
+                        pass
+
+    def pending() -> int:
+        status = httpx.get(f"{server.url}/api/status", headers=headers, timeout=30)
+        return status.json()["answers"]["pending"]
+
+    workers = [threading.Thread(target=keep_asking, daemon=True) for _ in range(QUEUE_LIMIT)]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + timeout_s
+    while pending() < QUEUE_LIMIT and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=timeout_s)
+        while pending() and time.monotonic() < deadline + timeout_s:
+            time.sleep(0.2)
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (make browser)")
 def test_the_chat_asks_for_the_key(server):
@@ -466,6 +506,17 @@ def test_the_chat_asks_for_the_key(server):
             # The chat settings arrive over the session's socket once the chat has started:
             # a question typed before that races the socket's (authenticated) connection.
             page.locator("#chat-settings-open-modal").wait_for(timeout=60_000)
+            # A full answer queue: the chat says to retry (it used to be Chainlit's generic
+            # error). API clients keep every slot taken while the question is asked.
+            with queue_kept_full(server):
+                type_and_send(page, "What is an unintentional radiator?")
+                busy = page.locator('[data-step-type="assistant_message"]').last
+                busy.get_by_text("The assistant is busy").wait_for(timeout=60_000)
+            assert "Retry in about" in busy.inner_text()
+            # Refused before retrieval: no retrieval step is left hanging above the reply.
+            assert page.locator('[data-step-type="retrieval"]').count() == 0
+            page.screenshot(path=str(OUTPUT / "browser-busy.png"))
+
             # The logged-in chat works end to end (its socket is authenticated): an answer.
             question = "What is an intentional radiator?"
             type_and_send(page, question)

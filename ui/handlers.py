@@ -19,6 +19,7 @@ from chainlit.utils import utc_now
 
 from core.settings import get_settings
 from services import conversation, documents, uploads
+from services.admission import ServerBusyError
 from ui import welcome
 from ui.auth import ChatDataLayer, install_chat_login
 from ui.render import (
@@ -199,6 +200,11 @@ async def answer(question: str) -> None:
     history: list[tuple[str, str]] = cl.user_session.get("history") or []
     mode = options.mode or get_settings().retrieval_mode
     k = options.k or get_settings().retrieval_k
+    try:  # refused before anything is shown: a full answer queue, options the model cannot serve
+        events = conversation.ask_stream(question, history, options)
+    except (ServerBusyError, conversation.InvalidAskError) as error:
+        await cl.Message(content=f"⚠️ {error}").send()
+        return
     # A Step built outside `async with` has no parent: Chainlit would add it after the run
     # (the answer included), i.e. below the answer. Under the run like the reply, it is
     # shown in the order sent: the retrieval first.
@@ -213,20 +219,23 @@ async def answer(question: str) -> None:
     step.start = utc_now()
     await step.send()
     reply = cl.Message(content="")  # created after the step, so it shows below it
-    result = None
-    async for kind, value in conversation.ask_stream(question, history, options):
-        if kind == "retrieved":
-            step.output = retrieval_summary(value) if value else "Nothing relevant enough."
-            step.end = utc_now()
-            await step.update()
-        elif kind == "token":
-            await reply.stream_token(value)
-        elif kind == "done":
-            result = value
-    if result is None or conversation.failure(result):
-        reply.content = (
-            f"Sorry, I could not answer: {conversation.failure(result) if result else 'no result'}"
-        )
+    result, error = None, None
+    try:
+        async for kind, value in events:
+            if kind == "retrieved":
+                step.output = retrieval_summary(value) if value else "Nothing relevant enough."
+                step.end = utc_now()
+                await step.update()
+            elif kind == "token":
+                await reply.stream_token(value)
+            elif kind == "done":
+                result = value
+    except Exception as raised:  # the model failed to load, the store went away: say so
+        log.exception("Answering %r failed", question)
+        error = f"{type(raised).__name__}: {raised}"
+    if error or result is None or conversation.failure(result):
+        why = error or (conversation.failure(result) if result else "no result")
+        reply.content = f"Sorry, I could not answer: {why}"
         await reply.send()
         return
     step.input = f"Standalone question: {result.standalone_question}\nMode: {mode}, k = {k}"
