@@ -739,6 +739,9 @@ class RagChain:
 
 # An acronym or coined name of the question: two capitals or more ("GMRS", "VoIP", "Wi-Fi").
 _DISTINCTIVE = re.compile(r"\b[A-Z][a-z]*(?:-?[A-Z][A-Za-z0-9]*)+\b")
+# Everyday words written in capitals, not names of a topic: "Is that OK?" abstained on two
+# answerable lay questions of the eCFR gold set (e071, e090) because no rule says "OK".
+_EVERYDAY_CAPITALS = frozenset({"OK", "OKAY", "FYI", "ASAP", "FAQ", "DIY", "BTW", "IMO", "PS"})
 
 
 def distinctive_terms(question: str) -> list[str]:
@@ -746,7 +749,8 @@ def distinctive_terms(question: str) -> list[str]:
     about something else: measured on the eCFR gold set, on-topic questions about GMRS, CB,
     LTE, Wi-Fi, LPFM, VoIP or MBAN score as high as answerable ones on passage similarity
     (0.5-0.57), and this is what tells them apart (bench/results/abstention.md)."""
-    return list(dict.fromkeys(_DISTINCTIVE.findall(question)))
+    terms = _DISTINCTIVE.findall(question)
+    return list(dict.fromkeys(t for t in terms if t.upper() not in _EVERYDAY_CAPITALS))
 
 
 def _mark_cited(sources: Sequence[Source], cited: Sequence[int]) -> list[Source]:

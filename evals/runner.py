@@ -226,7 +226,9 @@ def score_answer(item: GoldItem, listed: Sequence[Any], raw: str, result: Any) -
         grounded = metrics.groundedness(raw, texts, GROUNDED_THRESHOLD)
         scores["grounded_cited"] = grounded["grounded_cited"]
         scores["grounded_retrieved"] = grounded["grounded_retrieved"]
-        unsupported = metrics.unsupported_numbers(raw, [*texts, item.question])
+        labels = [getattr(s, "pinpoint", None) or "" for s in listed]
+        # A quote's pinpoint ("§ 97.313(b)") is a number the answer may repeat, not a claim.
+        unsupported = metrics.unsupported_numbers(raw, [*texts, *labels, item.question])
         record["unsupported_numbers"] = unsupported
         scores["unsupported_numbers"] = float(len(unsupported))
         scores["answers_with_unsupported_numbers"] = float(bool(unsupported))
@@ -234,7 +236,6 @@ def score_answer(item: GoldItem, listed: Sequence[Any], raw: str, result: Any) -
         scores["cited_valid_rate"] = float(
             bool(numbers) and all(1 <= n <= len(listed) for n in numbers)
         )
-        labels = [getattr(s, "pinpoint", None) or "" for s in listed]
         backed = metrics.cited_support(raw, texts, item.question, labels, GROUNDED_THRESHOLD)
         record["uncited_numbers"] = backed["uncited_numbers"]
         scores["supported_sentence_rate"] = backed["supported_sentence_rate"]

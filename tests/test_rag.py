@@ -264,3 +264,7 @@ def test_a_rule_the_documents_do_not_hold_abstains(corpus_collection):
     assert result.abstained and "§ 15.407" in result.answer
     result = chain.invoke("What does GMRS require for a repeater?", answer_mode="extractive")
     assert result.abstained and "GMRS" in result.answer
+    # Capitals that are everyday words name no topic: "OK" is in no rule, yet this is answered.
+    question = "My device is an unintentional radiator. Is it OK to sell it without testing?"
+    result = chain.invoke(question, answer_mode="extractive")
+    assert not result.abstained and "absent_terms" not in result.searched, result.answer

@@ -306,3 +306,22 @@ def test_report_and_chart(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["aggregate"]["retrieval.hybrid.section.mrr"] == 1.0
     assert [i["id"] for i in saved["items"]] == ["a", "b"]
+
+
+def test_a_quoted_pinpoint_is_no_unsupported_number():
+    """The extractive quote `§ 97.313(b): "..." [1]` repeats its pinpoint's numbers; only a
+    number in neither the passages, their pinpoints nor the question counts against it."""
+    from chains.rag import RagResult, Source
+    from evals.gold import GoldItem
+    from evals.runner import score_answer
+
+    text = "No station may transmit with a transmitter power exceeding 1.5 kW PEP."
+    source = Source(1, "97.313.txt", None, "97.313", None, 0.9, text, pinpoint="§ 97.313(b)")
+    item = GoldItem("x", "What is the most power?", ["97.313"], ["1.5 kW PEP"], True)
+    quoted = f'§ 97.313(b): "{text}" [1]'
+    record = score_answer(item, [source], quoted, RagResult(item.question, item.question, quoted))
+    assert record["unsupported_numbers"] == []
+    assert record["metrics"]["answers_with_unsupported_numbers"] == 0.0
+    wrong = quoted + " Up to 2 kW is fine [1]."
+    record = score_answer(item, [source], wrong, RagResult(item.question, item.question, wrong))
+    assert record["unsupported_numbers"] == ["2"]
