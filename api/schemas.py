@@ -107,6 +107,11 @@ class ChatResponse(BaseModel):
         description="Draft sentences the verifier removed (no supporting passage), with why.",
     )
     fallback: bool = Field(False, description="The answer quotes passages verbatim.")
+    weak_match: bool = Field(
+        False,
+        description="The best passage is a weak match (below PASSAGE_CONFIDENT): the answer "
+        "opens with a note that the closest passages may not answer the question.",
+    )
     searched: dict[str, Any] = Field(default_factory=dict, description="What retrieval looked at.")
 
 

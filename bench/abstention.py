@@ -1,4 +1,5 @@
-"""Calibrate the abstention threshold on passage scores (PASSAGE_THRESHOLD).
+"""Calibrate the abstention threshold on passage scores (PASSAGE_THRESHOLD), and the score
+below which an answer opens with the weak-match note (PASSAGE_CONFIDENT).
 
     python -m bench.abstention [--out bench/results]
 
@@ -7,7 +8,15 @@ For every gold item of the sample set (over data/corpus) and of the eCFR set (ov
 ranking (`RagChain.retrieve_only`, no model) gives the best passage's score. Over a grid of
 thresholds it reports abstention on unanswerable items and false abstention on answerable
 ones, and picks the threshold with the highest abstention whose false abstention is <= 0.1
-on every set. Writes abstention.md, abstention.json and abstention.png.
+on every set.
+
+The answers that remain are right when their top passage lies in a gold section of an
+answerable item, wrong otherwise (an unanswerable item answered, or a neighbouring rule
+quoted). PASSAGE_CONFIDENT is the score that best tells wrong answers from right ones (the largest
+Youden index, true-positive rate minus false-positive rate of "wrong", of the weaker set),
+among the scores below which the answers are wrong at least half the time on every set, so
+the note ("may not answer this directly") is the honest thing to say where it is said.
+Writes abstention.md, abstention.json and abstention.png.
 """
 
 from __future__ import annotations
@@ -29,6 +38,9 @@ SETS = {
 }
 GRID = [round(0.30 + 0.01 * i, 2) for i in range(41)]
 MAX_FALSE_ABSTENTION = 0.1
+# The note is said only where the answers below the score are wrong at least this often.
+MIN_WRONG_WHEN_WEAK = 0.5
+CONFIDENT_GRID = [round(0.40 + 0.01 * i, 2) for i in range(41)]
 SCORE_KEY = "best_score"  # the chain's passage score (RagChain.select_passages)
 
 
@@ -36,6 +48,7 @@ def best_scores(name: str, gold: Path, corpus: list[Path]) -> list[dict]:
     from chains.rag import RagChain
     from chains.retrieval import Retriever
     from evals.gold import load_gold
+    from evals.metrics import chunk_keys, gold_key
     from ingest.pipeline import ingest_paths
 
     collection = f"abstention_{name}"
@@ -46,6 +59,7 @@ def best_scores(name: str, gold: Path, corpus: list[Path]) -> list[dict]:
     chain = RagChain(None, Retriever(collection, settings), settings)
     rows = []
     for item in items:
+        gold = {gold_key(g) for g in item.sections}
         result = chain.retrieve_only(item.question)
         best = result.searched.get(SCORE_KEY)
         top = result.sources[0] if result.sources else None
@@ -56,7 +70,8 @@ def best_scores(name: str, gold: Path, corpus: list[Path]) -> list[dict]:
                 "slice": item.slice,
                 "best": best,
                 "top_section": top.section if top else None,
-                "gold_hit": bool(top and top.section in item.sections),
+                # By section, or by file for documents without sections (the sample's KDBs).
+                "gold_hit": bool(top and chunk_keys(top.source, top.section) & gold),
             }
         )
     return rows
@@ -90,6 +105,51 @@ def choose(sweeps: dict[str, list[dict]]) -> float:
         mean = sum(s[i]["abstention"] for s in sweeps.values()) / len(sweeps)
         if mean > best:
             best, chosen = mean, threshold
+    return chosen
+
+
+def weak_sweep(rows: list[dict], threshold: float) -> list[dict]:
+    """For each candidate PASSAGE_CONFIDENT: the answers (best >= threshold) it would flag,
+    and how many of those are wrong, and of the rest."""
+    answered = [r for r in rows if r["best"] is not None and r["best"] >= threshold]
+
+    def wrong(group: list[dict]) -> int:
+        return sum(not (r["answerable"] and r["gold_hit"]) for r in group)
+
+    all_wrong = wrong(answered)
+    all_right = len(answered) - all_wrong
+    out = []
+    for confident in CONFIDENT_GRID:
+        flagged = [r for r in answered if r["best"] < confident]
+        rest = [r for r in answered if r["best"] >= confident]
+        flagged_wrong = wrong(flagged)
+        youden = flagged_wrong / max(1, all_wrong) - (len(flagged) - flagged_wrong) / max(
+            1, all_right
+        )
+        out.append(
+            {
+                "confident": confident,
+                "flagged": len(flagged),
+                "flagged_wrong": flagged_wrong,
+                "rest": len(rest),
+                "rest_wrong": wrong(rest),
+                "youden": round(youden, 4),
+            }
+        )
+    return out
+
+
+def choose_confident(weak: dict[str, list[dict]]) -> float:
+    """The largest Youden index of the weaker set, among the scores whose flagged answers are
+    wrong at least MIN_WRONG_WHEN_WEAK of the time on every set (ties: the lower score)."""
+    best, chosen = 0.0, CONFIDENT_GRID[0]
+    for i, confident in enumerate(CONFIDENT_GRID):
+        rows = [w[i] for w in weak.values()]
+        if not all(r["flagged_wrong"] >= MIN_WRONG_WHEN_WEAK * r["flagged"] for r in rows):
+            continue
+        weakest = min(r["youden"] for r in rows)
+        if weakest > best:
+            best, chosen = weakest, confident
     return chosen
 
 
@@ -134,9 +194,14 @@ def main(argv: list[str] | None = None) -> int:
             close_clients()
     sweeps = {name: sweep(r) for name, r in rows.items()}
     chosen = choose(sweeps)
+    # The note is calibrated on the answers the served threshold lets through.
+    served = get_settings().passage_threshold
+    weak = {name: weak_sweep(r, served) for name, r in rows.items()}
+    confident = choose_confident(weak)
     args.out.mkdir(parents=True, exist_ok=True)
+    document = {"chosen": chosen, "confident": confident, "sweeps": sweeps, "weak": weak}
     (args.out / "abstention.json").write_text(
-        json.dumps({"chosen": chosen, "sweeps": sweeps, "items": rows}, indent=1) + "\n"
+        json.dumps({**document, "items": rows}, indent=1) + "\n"
     )
     plot(sweeps, chosen, args.out / "abstention.png")
     lines = [
@@ -144,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Chosen PASSAGE_THRESHOLD = **{chosen}**: the highest abstention on unanswerable items "
         f"with false abstention <= {MAX_FALSE_ABSTENTION} on every set. `python -m bench.abstention`.",
+        "",
+        f"Served: PASSAGE_THRESHOLD = {get_settings().passage_threshold} (the guarded baselines "
+        "were written with it; change it together with them).",
         "",
         "| set | answerable | unanswerable | abstention at chosen | false abstention at chosen "
         "| top passage in a gold section |",
@@ -157,7 +225,35 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {len(answerable)} | {len(r) - len(answerable)} | {at['abstention']:.2f} "
             f"| {at['false_abstention']:.2f} | {hit:.2f} |"
         )
-    lines += ["", "![abstention](abstention.png)", ""]
+    lines += [
+        "",
+        "![abstention](abstention.png)",
+        "",
+        "## The weak-match note (PASSAGE_CONFIDENT)",
+        "",
+        f"Over the answers PASSAGE_THRESHOLD = {served} lets through (wrong: an unanswerable "
+        "item answered, or the top passage outside the gold sections and files), chosen "
+        f"PASSAGE_CONFIDENT = **{confident}**: the largest Youden index (share of the wrong "
+        "answers that get the note minus share of the right ones) of the weaker set, where the "
+        f"answers with the note are wrong at least {MIN_WRONG_WHEN_WEAK:.0%} of the time on "
+        "every set. Those answers open with the note that the closest passages may not answer "
+        "the question; the quotes still follow.",
+        "",
+        "| set | PASSAGE_CONFIDENT | answers with the note | wrong among them "
+        "| answers without it | wrong among them | Youden |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, table in weak.items():
+        for row in table:
+            if row["confident"] in (0.5, 0.55, confident, 0.65, 0.7, 0.75):
+                flagged, rest = max(1, row["flagged"]), max(1, row["rest"])
+                lines.append(
+                    f"| {name} | {row['confident']} | {row['flagged']} "
+                    f"| {row['flagged_wrong']} ({row['flagged_wrong'] / flagged:.0%}) "
+                    f"| {row['rest']} | {row['rest_wrong']} ({row['rest_wrong'] / rest:.0%}) "
+                    f"| {row['youden']:.2f} |"
+                )
+    lines.append("")
     (args.out / "abstention.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

@@ -19,6 +19,11 @@ NO_ANSWER = (
 )
 
 
+# The first line of a quoted answer whose best passage is a weak match (PASSAGE_CONFIDENT):
+# not a claim, a warning that the quotes may be about a neighbouring rule.
+WEAK_MATCH_NOTE = "The documents may not answer this directly; the closest passages say:"
+
+
 def no_answer(searched: Mapping[str, Any] | None = None) -> str:
     """The abstention, saying what was searched (so the user can tell a gap from a miss)."""
     if not searched:

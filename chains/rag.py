@@ -20,7 +20,8 @@ Answer modes (ANSWER_MODE, or `answer_mode=` per call):
 
 When no passage clears the relevance threshold (PASSAGE_THRESHOLD, calibrated on the gold
 sets; chunks must also clear SCORE_THRESHOLD on the dense cosine) the model is not called and
-the answer says the documents do not cover the question, and what was searched.
+the answer says the documents do not cover the question, and what was searched. Below
+PASSAGE_CONFIDENT the quotes open with WEAK_MATCH_NOTE: the closest passages may not answer it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from chains.citations import clean_citations
 from chains.evidence import Passage, passages_from_chunks, rank_passages
 from chains.prompts import (
     RAG_STOP,
+    WEAK_MATCH_NOTE,
     build_condense_messages,
     build_rag_messages,
     format_source,
@@ -137,6 +139,8 @@ class RagResult:
     fallback: bool = False  # the answer quotes passages instead of the model's sentences
     searched: dict[str, Any] = field(default_factory=dict)  # what retrieval looked at
     finish_reason: str | None = None  # "stop" | "length" (the token limit cut the draft)
+    # The best passage scored below PASSAGE_CONFIDENT: quoted answers open with WEAK_MATCH_NOTE.
+    weak_match: bool = False
     # The exact chat messages the model saw (None without a model call): feedback keeps them,
     # so a fine-tuning export trains on the served prompt format.
     messages: list[dict] | None = None
@@ -187,11 +191,7 @@ class _Answer:
         self.checked_upto = 0  # draft characters already verified as complete sentences
         self.verification: Verification | None = None
         self.enough = False  # verified mode: enough sentences, or a run-on: stop reading
-        self.quotes = (
-            extractive_answer(prepared.standalone, prepared.passages)
-            if prepared.mode == "verified"
-            else None
-        )
+        self.quotes = quote_passages(prepared) if prepared.mode == "verified" else None
 
     def lead(self) -> str:
         return self.quotes.answer if self.quotes else ""
@@ -239,6 +239,19 @@ class _Answer:
         text = "\n".join(part for part in (quoted, " ".join(self.shown)) if part)
         cited = list(dict.fromkeys([*(self.quotes.cited if self.quotes else []), *self.cited]))
         return text, cited
+
+
+def quote_passages(prepared: _Prepared) -> Verification:
+    """Verbatim quotes: the best passages, or a named section's opening ones in order; after
+    WEAK_MATCH_NOTE when the best passage is a weak match."""
+    if "section_only" in prepared.searched:
+        quotes = [format_quote(p) for p in prepared.passages]
+        cited = [p.n for p in prepared.passages]
+        return Verification(answer="\n".join(quotes), fallback=True, cited=cited)
+    verification = extractive_answer(prepared.standalone, prepared.passages)
+    if prepared.searched.get("weak_match") and verification.answer:
+        verification.answer = f"{WEAK_MATCH_NOTE}\n{verification.answer}"
+    return verification
 
 
 def _complete_sentences(draft: str) -> str:
@@ -497,6 +510,7 @@ class RagChain:
                 {"pinpoint": p.pinpoint, "score": round(p.score, 4)} for p in ranked[:CLOSEST_SHOWN]
             ]
             return [], searched
+        searched["weak_match"] = best < self.settings.passage_confident
         # Keep passages near the best one: a weak tail only distracts a small model.
         floor = max(self.settings.passage_threshold, best - self.settings.passage_margin)
         return [p for p in ranked if p.score >= floor], searched
@@ -659,20 +673,13 @@ class RagChain:
         """Abstention, errors, extractive answers and section-only questions."""
         if prepared.error is None:
             text = (
-                no_answer(prepared.searched) if prepared.abstain else self._quotes(prepared).answer
+                no_answer(prepared.searched)
+                if prepared.abstain
+                else quote_passages(prepared).answer
             )
             prepared.timings["first_token_s"] = time.perf_counter() - prepared.started
             yield "token", text
         yield "done", self._finish(prepared, None, None)
-
-    @staticmethod
-    def _quotes(prepared: _Prepared) -> Verification:
-        """Verbatim quotes: the best passages, or a named section's opening ones in order."""
-        if "section_only" not in prepared.searched:
-            return extractive_answer(prepared.standalone, prepared.passages)
-        quotes = [format_quote(p) for p in prepared.passages]
-        cited = [p.n for p in prepared.passages]
-        return Verification(answer="\n".join(quotes), fallback=True, cited=cited)
 
     def _time_generation(self, prepared: _Prepared, started: float, first_at: float | None) -> None:
         ended = time.perf_counter()
@@ -697,6 +704,7 @@ class RagChain:
             searched=prepared.searched,
             finish_reason=finish,
             messages=prepared.messages,
+            weak_match=bool(prepared.searched.get("weak_match")),
         )
         if prepared.error is not None:
             return result
@@ -704,7 +712,7 @@ class RagChain:
             result.answer, result.abstained = no_answer(prepared.searched), True
             return result
         if answer is None:  # extractive, or a section-only question
-            verification = self._quotes(prepared)
+            verification = quote_passages(prepared)
             result.answer_mode = "extractive"
             result.answer, result.fallback = verification.answer, True
             result.sources = _mark_cited(prepared.sources, verification.cited)

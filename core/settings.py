@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # Best passage score (chains.evidence scale) below which the answer is "not covered";
     # calibrated on the gold sets (bench/results/abstention.md).
     passage_threshold: float = 0.48
+    # Best passage score below which an answer opens with WEAK_MATCH_NOTE (the closest passages
+    # may not answer the question): on both gold sets, answers below it quote a passage outside
+    # the rule asked about at least half the time (bench/results/abstention.md).
+    passage_confident: float = 0.61
     passage_margin: float = Field(
         0.25, description="Passages scoring this far below the best are left out."
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 from chains.citations import MARKER as CITATION_MARKER
 from chains.citations import marker_numbers
+from chains.prompts import WEAK_MATCH_NOTE
 
 # Text normalisation ------------------------------------------------------------------------
 
@@ -297,6 +298,13 @@ _ABSTENTION = re.compile(
     r"|\bnot covered (?:by|in)\b|\b(?:cannot|can not|unable to) answer\b"
     r"|\bno information (?:about|on|regarding)\b"
 )
+
+
+def without_notes(answer: str | None) -> str | None:
+    """The answer without the chain's weak-match note (a warning line, not a claim)."""
+    if not answer or WEAK_MATCH_NOTE not in answer:
+        return answer
+    return "\n".join(line for line in answer.splitlines() if line.strip() != WEAK_MATCH_NOTE)
 
 
 def looks_like_abstention(answer: str | None) -> bool:

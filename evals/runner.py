@@ -199,10 +199,14 @@ def score_answer(item: GoldItem, listed: Sequence[Any], raw: str, result: Any) -
     texts = [s.text for s in listed]
     abstained = bool(result.abstained) or metrics.looks_like_abstention(result.answer)
     final = "" if abstained else (result.answer or "")
+    answer, raw_answer = result.answer, raw
+    # The weak-match note is a warning before the quotes, not a claim: scored without it.
+    raw, final = metrics.without_notes(raw), metrics.without_notes(final)
     record: dict[str, Any] = {
-        "answer": result.answer,
-        "raw_answer": raw,
+        "answer": answer,
+        "raw_answer": raw_answer,
         "abstained": abstained,
+        "weak_match": bool(getattr(result, "weak_match", False)),
         "error": result.error,
         "sources": [
             {"n": s.n, "source": s.source, "section": s.section, "score": s.score} for s in listed

@@ -253,5 +253,6 @@ def response_payload(result, answer_id: str) -> dict[str, Any]:
         "answer_mode": result.answer_mode,
         "dropped": result.dropped,
         "fallback": result.fallback,
+        "weak_match": result.weak_match,
         "searched": result.searched,
     }

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 
-from chains.prompts import NO_ANSWER, build_rag_messages
+from chains.prompts import NO_ANSWER, WEAK_MATCH_NOTE, build_rag_messages
 from chains.rag import RagChain, Source, apply_citations, heuristic_standalone
 from chains.retrieval import RetrievedChunk, Retriever
 
@@ -268,3 +268,23 @@ def test_a_rule_the_documents_do_not_hold_abstains(corpus_collection):
     question = "My device is an unintentional radiator. Is it OK to sell it without testing?"
     result = chain.invoke(question, answer_mode="extractive")
     assert not result.abstained and "absent_terms" not in result.searched, result.answer
+
+
+def test_a_weak_match_says_the_passages_may_not_answer(chain, corpus_collection):
+    """A question the sample corpus does not answer, whose best passage (a Part 15 limit)
+    still clears PASSAGE_THRESHOLD: the quotes come after the note, in both quoting modes,
+    and the result says so; a strong match has no note."""
+    settings = chain.settings
+    question = "What is the maximum ERP for a Class C FM broadcast station?"
+    extractive = RagChain(None, Retriever(corpus_collection)).invoke(
+        question, answer_mode="extractive"
+    )
+    best = extractive.searched["best_score"]
+    assert settings.passage_threshold <= best < settings.passage_confident, best
+    assert not extractive.abstained and extractive.weak_match
+    assert extractive.answer.startswith(WEAK_MATCH_NOTE + "\n")
+    verified = chain.invoke(question, max_new_tokens=24)
+    assert verified.weak_match and verified.answer.startswith(WEAK_MATCH_NOTE + "\n")
+    strong = chain.invoke(ON_TOPIC, answer_mode="extractive")
+    assert strong.searched["best_score"] >= settings.passage_confident
+    assert not strong.weak_match and WEAK_MATCH_NOTE not in strong.answer

@@ -194,6 +194,7 @@ def _extras(result, answer_id: str) -> dict[str, Any]:
         "sources": conversation.sources_of(result),
         "answer_id": answer_id,
         "abstained": result.abstained,
+        "weak_match": result.weak_match,
     }
 
 
