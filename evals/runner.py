@@ -197,21 +197,23 @@ def score_answer(item: GoldItem, listed: Sequence[Any], raw: str, result: Any) -
     listed = sorted(listed, key=lambda s: s.n)
     keys = [metrics.chunk_keys(s.source, s.section) for s in listed]
     texts = [s.text for s in listed]
+    # A quote's pinpoint ("§ 97.313(b)") is a number the answer may repeat, not a claim.
+    labels = [getattr(s, "pinpoint", None) or "" for s in listed]
     abstained = bool(result.abstained) or metrics.looks_like_abstention(result.answer)
-    final = "" if abstained else (result.answer or "")
-    answer, raw_answer = result.answer, raw
     # The weak-match note is a warning before the quotes, not a claim: scored without it.
-    raw, final = metrics.without_notes(raw), metrics.without_notes(final)
+    claims = metrics.without_notes(raw)
+    final = "" if abstained else metrics.without_notes(result.answer or "")
+    numbers = metrics.cited_numbers(claims)
     record: dict[str, Any] = {
-        "answer": answer,
-        "raw_answer": raw_answer,
+        "answer": result.answer,
+        "raw_answer": raw,
         "abstained": abstained,
         "weak_match": bool(getattr(result, "weak_match", False)),
         "error": result.error,
         "sources": [
             {"n": s.n, "source": s.source, "section": s.section, "score": s.score} for s in listed
         ],
-        "cited": sorted(set(metrics.cited_numbers(raw))),
+        "cited": sorted(set(numbers)),
         "timings": dict(result.timings or {}),
         "usage": dict(result.usage or {}),
         "answer_mode": getattr(result, "answer_mode", None),
@@ -223,24 +225,21 @@ def score_answer(item: GoldItem, listed: Sequence[Any], raw: str, result: Any) -
         scores["key_fact_recall"] = metrics.key_fact_recall(final, item.facts)
         scores["token_f1"] = metrics.token_f1(final, item.reference)
     if not abstained:
-        scores["citation_validity"] = metrics.citation_validity(raw, len(listed))
-        scores["cited_answer_rate"] = float(bool(metrics.cited_numbers(raw)))
+        scores["citation_validity"] = metrics.citation_validity(claims, len(listed))
+        scores["cited_answer_rate"] = float(bool(numbers))
         if item.answerable:
-            scores["citation_precision"] = metrics.citation_precision(raw, keys, item.sections)
-        grounded = metrics.groundedness(raw, texts, GROUNDED_THRESHOLD)
+            scores["citation_precision"] = metrics.citation_precision(claims, keys, item.sections)
+        grounded = metrics.groundedness(claims, texts, GROUNDED_THRESHOLD)
         scores["grounded_cited"] = grounded["grounded_cited"]
         scores["grounded_retrieved"] = grounded["grounded_retrieved"]
-        labels = [getattr(s, "pinpoint", None) or "" for s in listed]
-        # A quote's pinpoint ("§ 97.313(b)") is a number the answer may repeat, not a claim.
-        unsupported = metrics.unsupported_numbers(raw, [*texts, *labels, item.question])
+        unsupported = metrics.unsupported_numbers(claims, [*texts, *labels, item.question])
         record["unsupported_numbers"] = unsupported
         scores["unsupported_numbers"] = float(len(unsupported))
         scores["answers_with_unsupported_numbers"] = float(bool(unsupported))
-        numbers = metrics.cited_numbers(raw)
         scores["cited_valid_rate"] = float(
             bool(numbers) and all(1 <= n <= len(listed) for n in numbers)
         )
-        backed = metrics.cited_support(raw, texts, item.question, labels, GROUNDED_THRESHOLD)
+        backed = metrics.cited_support(claims, texts, item.question, labels, GROUNDED_THRESHOLD)
         record["uncited_numbers"] = backed["uncited_numbers"]
         scores["supported_sentence_rate"] = backed["supported_sentence_rate"]
         scores["uncited_number_rate"] = float(bool(backed["uncited_numbers"]))
