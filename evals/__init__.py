@@ -12,6 +12,7 @@ from evals.baseline import (
     write_baseline,
 )
 from evals.cli import main
+from evals.exam import ExamItem, answered_right, load_exam
 from evals.gold import GoldItem, SummaryItem, load_gold, load_summaries, subsample
 from evals.runner import (
     CorpusIndex,
@@ -41,17 +42,20 @@ __all__ = [
     "RETRIEVAL_MODES",
     "SUMMARY_METRICS",
     "CorpusIndex",
+    "ExamItem",
     "EvalOptions",
     "EvalResult",
     "EvaluationError",
     "GoldItem",
     "SummaryItem",
     "aggregate_metrics",
+    "answered_right",
     "baseline_failures",
     "baseline_profile",
     "check_metric",
     "evaluate_answers",
     "load_baseline",
+    "load_exam",
     "load_gold",
     "load_summaries",
     "main",

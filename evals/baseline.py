@@ -41,9 +41,15 @@ def default_tolerance(key: str, count: int) -> float:
     return round(max(0.02, items / count), 4)
 
 
+# Differences of two shares (-1 .. 1): a guard can fail at any baseline, 0 and below too.
+SIGNED_METRICS = ("margin_over_bm25",)
+
+
 def can_fail(key: str, entry: dict) -> bool:
     """False when no value could cross the tolerance (a share already at 0, say): such a
     guard would be a test that cannot fail, so it is left out of the baseline."""
+    if key.rsplit(".", 1)[-1] in SIGNED_METRICS:
+        return True
     if entry.get("higher_is_better", True):
         return entry["baseline"] - entry["tolerance"] > 0
     if key.rsplit(".", 1)[-1] in RATE_METRICS:

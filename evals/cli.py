@@ -4,6 +4,7 @@ fcc-rag evaluate --gold data/eval/gold.jsonl [--summaries data/eval/summaries.js
     [--corpus DIR ...] [--collection NAME] [--adapter PATH | --compare-adapter PATH]
     [--k N] [--mode dense|hybrid|bm25] [--limit N] [--summary-limit N] [--retrieval-only]
     [--out DIR] [--json] [--write-baseline | --check-baseline]
+    [--exam data/eval/ecfr_exam.jsonl [--exam-limit N]]
 """
 
 from __future__ import annotations
@@ -98,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated answer modes to score side by side: verified, extractive, raw "
         "(default: ANSWER_MODE); variants are then named <model>/<mode>",
     )
+    parser.add_argument(
+        "--exam",
+        type=Path,
+        help="multiple-choice exam JSONL: each stem answered in each answer variant, scored "
+        "'answered right' beside BM25 top-3 and section-text baselines (evals/exam.py)",
+    )
+    parser.add_argument(
+        "--exam-limit", type=int, help="answer at most N exam items (a fixed subsample)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--out", type=Path, help="output folder (default: var/eval/<timestamp>)")
@@ -137,6 +147,8 @@ def main(argv: Sequence[str] | None = None, llm: Any = None) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         answer_modes=args.answer_modes,
+        exam=args.exam,
+        exam_limit=args.exam_limit,
     )
     result = run_evaluation(options, llm=llm)  # EvaluationError: one line, exit 2 (cli_errors)
     for problem in result.problems:

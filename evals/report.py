@@ -121,6 +121,9 @@ def render_markdown(result: EvalResult) -> str:
             for variant in summary_variants
         ]
         lines += _table(["model", "ROUGE-L F1", "key-fact coverage", "p50 s"], rows)
+    from evals.exam import render_exam
+
+    lines += render_exam(result)
     if answer_variants:
         lines.append("## Latency (seconds)")
         lines.append("")

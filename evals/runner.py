@@ -4,10 +4,13 @@
         [--corpus DIR ...] [--collection NAME] [--adapter PATH | --compare-adapter PATH]
         [--k N] [--mode dense|hybrid|bm25] [--limit N] [--summary-limit N] [--retrieval-only]
         [--out DIR] [--json] [--write-baseline | --check-baseline]
+        [--exam data/eval/ecfr_exam.jsonl [--exam-limit N]]
 
 Retrieval is scored for dense, BM25 and the configured mode over every gold item; answers
 (greedy, seeded) over at most `--limit` items, a fixed subsample, and summaries over the
-first `--summary-limit`. No LLM judges anything: the metrics are in `evals.metrics`.
+first `--summary-limit`; multiple-choice exam stems (`--exam`, `evals.exam`) in each answer
+variant, beside BM25 and section-text baselines. No LLM judges anything: the metrics are in
+`evals.metrics`.
 Results go to `--out` (default var/eval/<timestamp>): results.json (aggregate + one record
 per item), report.md and metrics.png. `--json` ends stdout with one JSON line of the
 aggregate metrics.
@@ -417,8 +420,17 @@ def run_evaluation(options: EvalOptions, llm: Any = None) -> EvalResult:
 
             llm = QLoRAChatModel.load(temperature=0.0)
         answers, summaries = generate(llm, retriever, answer_items, summary_items, options)
+    exam = None
+    if options.exam and not options.retrieval_only:
+        from evals.exam import run_exam
+
+        exam = run_exam(options, llm, retriever, collection, index)
+        problems += exam.problems
 
     aggregate, counts = aggregate_metrics(items, retrieval, modes, answers, summaries)
+    if exam:
+        aggregate.update(exam.aggregate)
+        counts.update(exam.counts)
     config = {
         **options.config(),
         "gold": str(options.gold),
@@ -433,6 +445,7 @@ def run_evaluation(options: EvalOptions, llm: Any = None) -> EvalResult:
         "model": llm.info() if llm is not None else None,
         "items": len(items),
         "answer_items": len(answer_items),
+        **(exam.config if exam else {}),
     }
     records = []
     for item in items:
@@ -442,7 +455,9 @@ def run_evaluation(options: EvalOptions, llm: Any = None) -> EvalResult:
         }
         records.append(record)
     flat_summaries = [{"variant": name, **s} for name, rows in summaries.items() for s in rows]
-    return EvalResult(config, aggregate, counts, records, flat_summaries, problems)
+    return EvalResult(
+        config, aggregate, counts, records, flat_summaries, problems, exam.records if exam else []
+    )
 
 
 def _slices(items: Sequence[GoldItem]) -> dict[str, list[GoldItem]]:

@@ -55,6 +55,7 @@ class EvalResult:
     items: list[dict]
     summaries: list[dict]
     problems: list[str]
+    exam: list[dict] = field(default_factory=list)  # one record per exam item (evals.exam)
 
     def to_dict(self) -> dict:
         return {
@@ -64,6 +65,7 @@ class EvalResult:
             "problems": self.problems,
             "items": self.items,
             "summaries": self.summaries,
+            "exam": self.exam,
         }
 
 
@@ -86,6 +88,10 @@ class EvalOptions:
     # Answer modes to score (verified | extractive | raw); empty: the configured ANSWER_MODE.
     # With several, variants are named "<model>/<mode>" (e.g. "base/raw").
     answer_modes: list[str] = field(default_factory=list)
+    # Multiple-choice exam JSONL (evals.exam): the stems answered in each variant; a fixed
+    # subsample of at most `exam_limit` items.
+    exam: Path | None = None
+    exam_limit: int | None = None
 
     def resolved(self) -> EvalOptions:
         settings = get_settings()
@@ -128,5 +134,7 @@ class EvalOptions:
             "max_new_tokens": self.max_new_tokens,
             "seed": self.seed,
             "summaries": bool(self.summaries),
+            "exam": bool(self.exam),
+            "exam_limit": self.exam_limit,
             "answer_modes": list(self.answer_modes) or [get_settings().answer_mode],
         }
