@@ -2,10 +2,11 @@
 
     python -m bench.embeddings [--out bench/results] [--work .cache/bench-embeddings]
 
-Trains, then evaluates retrieval with each embedder on the same collections and code as
-`bench.retrieval_vocab` (its `prepare`, `slices`, `run_method`, `scores`: embedded Qdrant,
-`evals.runner.evaluate_retrieval`, section level, k = 4, no query expansion), each variant in
-its own process (EMBEDDING_MODEL=<folder>, its own QDRANT_PATH):
+Trains, then evaluates retrieval with each embedder on the same collections as `python -m
+evals` (`prepare`, `slices`, `run_retrieval`, `scores` below, shared with
+`bench.embedder_choice` and `bench.store_engines`: embedded Qdrant,
+`evals.runner.evaluate_retrieval`, section level, k = 4), each variant in its own process
+(EMBEDDING_MODEL=<folder>, its own QDRANT_PATH):
 
 - `base`: the bundled all-MiniLM-L6-v2;
 - `sample-trained`: fine-tuned on data/corpus only (the only kind that may be shipped);
@@ -26,13 +27,88 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.retrieval_vocab import FCC, SETS, _cell
 from core.settings import PROJECT_ROOT
+
+FCC = PROJECT_ROOT.parent / "shared" / "fcc-corpus"
+# Gold set -> (gold file, corpus folders): the collections `python -m evals` builds.
+SETS = {
+    "ecfr": (
+        PROJECT_ROOT / "data" / "eval" / "ecfr_gold.jsonl",
+        [FCC / "part97" / "txt", FCC / "part80" / "txt"],
+    ),
+    "sample": (PROJECT_ROOT / "data" / "eval" / "gold.jsonl", [PROJECT_ROOT / "data" / "corpus"]),
+}
+# Colloquial eCFR questions written after the (since removed) query-expansion glossary was
+# frozen, never used to tune anything: the "blind" slice.
+BLIND = {f"e{n:03d}" for n in range(84, 98)}
+K = 4
+MODES = ("dense", "bm25", "hybrid")
+
+
+def prepare(name: str) -> tuple[str, list, object] | None:
+    """The evaluation's collection for a gold set (ingested if needed), its items, index."""
+    from evals.gold import load_gold
+    from evals.runner import corpus_collection_name, ingest_corpus, read_corpus_index
+
+    gold, corpus = SETS[name]
+    if not all(path.exists() for path in corpus):
+        return None
+    collection = corpus_collection_name(corpus)
+    ingest_corpus(corpus, collection, progress=False)
+    items, problems = load_gold(gold)
+    if problems:
+        raise SystemExit("\n".join(problems))
+    return collection, items, read_corpus_index(collection)
+
+
+def slices(name: str, items: list) -> dict[str, list[str]]:
+    """Answerable item ids by slice (the eCFR set: original, colloquial, blind)."""
+    answerable = [item for item in items if item.answerable]
+    if name != "ecfr":
+        return {"all": [item.id for item in answerable]}
+    colloquial = [item.id for item in answerable if item.slice == "colloquial"]
+    return {
+        "all": [item.id for item in answerable],
+        "original": [item.id for item in answerable if item.slice is None],
+        "colloquial": colloquial,
+        "colloquial, before the glossary froze": [i for i in colloquial if i not in BLIND],
+        "colloquial, blind": [i for i in colloquial if i in BLIND],
+    }
+
+
+def run_retrieval(collection: str, items: list, index) -> dict:
+    """`evaluate_retrieval` records of every item, k = K, in every mode."""
+    from chains.retrieval import Retriever
+    from evals.runner import evaluate_retrieval
+
+    retriever = Retriever(collection)
+    retriever.search("warm-up", k=K)  # loads the model
+    return {"records": evaluate_retrieval(retriever, items, index, K, MODES, progress=False)}
+
+
+def scores(records: dict, ids: list[str]) -> dict[str, dict[str, float]]:
+    """Mean section-level hit@1, hit@k, MRR and the p50 latency of `ids`, per mode."""
+    out = {}
+    for mode in MODES:
+        rows = [records[i]["modes"][mode]["section"] for i in ids]
+        out[mode] = {
+            metric: statistics.fmean(row[metric] for row in rows)
+            for metric in ("hit@1", "hit@k", "mrr")
+        }
+        seconds = [records[i]["modes"][mode]["seconds"] for i in ids]
+        out[mode]["p50_ms"] = statistics.median(seconds) * 1000
+    return out
+
+
+def _cell(values: dict) -> str:
+    return f"{values['hit@1']:.3f} / {values['hit@k']:.3f} / {values['mrr']:.3f}"
+
 
 VARIANTS = ("base", "sample-trained", "fcc-trained (experiment)")
 SAMPLE_CORPUS = [PROJECT_ROOT / "data" / "corpus"]
@@ -63,8 +139,6 @@ def train(corpus: list[Path], out: Path, work: Path, extra: list[str]) -> dict:
 
 def evaluate_here() -> dict:
     """In this process (EMBEDDING_MODEL set by the caller): scores per set, slice, mode."""
-    from bench.retrieval_vocab import prepare, run_method, scores, slices
-
     results: dict = {}
     for name in SETS:
         prepared = prepare(name)
@@ -72,7 +146,7 @@ def evaluate_here() -> dict:
             continue
         collection, items, index = prepared
         groups = slices(name, items)
-        run = run_method(collection, items, index, {"mode": "none"})
+        run = run_retrieval(collection, items, index)
         results[name] = {
             "chunks": index.chunks,
             "slices": {k: len(v) for k, v in groups.items()},
@@ -132,7 +206,6 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {
         "k": 4,
         "machine": platform.platform(),
-        "query_expansion": "none",
         "models": models,
         "training": {
             v: {
@@ -174,8 +247,8 @@ def render(results: dict) -> str:
     lines = [
         "# Fine-tuned embedder vs the base one",
         "",
-        "`python -m bench.embeddings`: section level, k = 4, each cell hit@1 / hit@4 / MRR@4; "
-        "no query expansion (QUERY_EXPANSION=none, the default). Each embedder ingests the "
+        "`python -m bench.embeddings`: section level, k = 4, each cell hit@1 / hit@4 / MRR@4. "
+        "Each embedder ingests the "
         "same corpus into its own collection (embedded Qdrant); the keyword index is the same "
         f"for all, so bm25 is not shown. Machine: {results['machine']}; {results['seconds']} s "
         "in all, training included.",

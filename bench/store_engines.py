@@ -3,7 +3,7 @@
     python -m bench.store_engines [--sizes 1000,10000,100000] [--queries 20]
         [--skip-quality] [--skip-scale] [--out bench/results]
 
-Quality: the gold sets of `python -m bench.retrieval_vocab` (the eCFR gold set over
+Quality: the gold sets of `bench.embeddings` (`SETS`: the eCFR gold set over
 ../shared/fcc-corpus Parts 97 + 80, the sample gold set over data/corpus) are ingested once
 through the real pipeline; their points (the real chunks, the real MiniLM vectors, the real
 payload) are then written into a fresh collection per engine and keyword model, and
@@ -182,8 +182,8 @@ def to_points(rows: list[dict], model) -> list:
 
 def prepare(work: Path) -> dict:
     """Ingest both gold corpora (the real pipeline, the default engine); dump their points."""
-    from bench.retrieval_vocab import SETS
-    from bench.retrieval_vocab import prepare as prepare_set
+    from bench.embeddings import SETS
+    from bench.embeddings import prepare as prepare_set
     from core.store import CONTENT_KEY, DENSE, get_client
 
     client = get_client()
@@ -221,7 +221,7 @@ def prepare(work: Path) -> dict:
 
 
 def quality(sets: dict, work: Path) -> dict:
-    from bench.retrieval_vocab import scores, slices
+    from bench.embeddings import scores, slices
     from chains.retrieval import Retriever
     from core.store import METADATA_KEY
     from evals.runner import CorpusIndex, evaluate_retrieval
@@ -358,7 +358,7 @@ def worker(engine: str, size: int, work: Path) -> dict:
         "upsert_points_per_s": round(size / upsert_s, 1),
     }
     retriever = Retriever(name, client=client)
-    retriever._encode = lambda texts: np.stack([queries[t] for t in texts])
+    retriever.embed_query = queries.__getitem__
     texts = list(queries)
 
     def run(mode: str) -> tuple[dict, dict]:

@@ -25,7 +25,6 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, model_validator
 from qdrant_client import QdrantClient, models
 
-from chains.glossary import Expansion, QueryExpander
 from core.records import RetrievedChunk
 from core.settings import Settings, get_settings
 from core.store import (
@@ -124,57 +123,6 @@ class Retriever:
         )
         return np.asarray(vector[0], dtype=np.float32)
 
-    # Query expansion -------------------------------------------------------------------------
-
-    # None: built from QUERY_EXPANSION on first use; assign a QueryExpander to override.
-    expander: QueryExpander | None = None
-
-    def query_expander(self) -> QueryExpander:
-        if self.expander is None:
-            self.expander = QueryExpander(self.settings.query_expansion)
-        return self.expander
-
-    def expand_query(self, query: str, vectors: dict[str, np.ndarray] | None = None) -> Expansion:
-        """The rules' terms for the user's words (QUERY_EXPANSION: the glossary, the
-        collection's definitions sections, both, or none). `vectors` caches embeddings."""
-        expander = self.query_expander()
-        if expander.mode == "none" or not query.strip():
-            return Expansion(query)
-        return expander.expand(
-            query,
-            client=self.client,
-            collection=self.collection,
-            encode=self._encode,
-            vectors=vectors,
-        )
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        model = get_sentence_model(self.settings)
-        vectors = model.encode(
-            texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
-        return np.asarray(vectors, dtype=np.float32)
-
-    def _expanded_sparse(self, query: str, expansion: Expansion) -> models.SparseVector:
-        """The query's keywords (weight 1) and the expansion's new ones (a lower weight)."""
-        vector = sparse_query_vector(query)
-        if not expansion:
-            return vector
-        weights = dict(zip(vector.indices, vector.values, strict=True))
-        weight = self.query_expander().sparse_weight
-        for index in sparse_query_vector(" ".join(expansion.keywords)).indices:
-            weights.setdefault(index, weight)
-        indices = sorted(weights)
-        return models.SparseVector(indices=indices, values=[weights[i] for i in indices])
-
-    def _plain_cosines(self, hits: list[RetrievedChunk], dense_vector: np.ndarray) -> None:
-        """An expanded search ranks by the expanded query; each hit's `dense_score` stays the
-        cosine with the user's own question (what the relevance threshold and the evidence
-        ranking read), from the stored vectors."""
-        for hit in hits:
-            hit.dense_score = None
-        self._fill_dense_scores(hits, dense_vector)
-
     # Search ----------------------------------------------------------------------------------
 
     def search(
@@ -186,14 +134,7 @@ class Retriever:
         score_threshold: float | None = None,
         fetch_k: int | None = None,
     ) -> list[RetrievedChunk]:
-        """The `k` best chunks, best first. `score_threshold` applies to the dense cosine.
-
-        The query is expanded first (`expand_query`, QUERY_EXPANSION, every mode alike): the
-        dense ranking embeds the expanded question (by default the mean of the question's and
-        the rewritten question's embeddings), the sparse one adds the expansion's keywords; a
-        section the user names is found from the user's own words, and every hit's
-        `dense_score` is the cosine with the user's own question.
-        """
+        """The `k` best chunks, best first. `score_threshold` applies to the dense cosine."""
         mode = mode or self.settings.retrieval_mode
         if mode not in MODES:
             raise ValueError(f"Unknown retrieval mode {mode!r}; use one of {MODES}")
@@ -201,48 +142,10 @@ class Retriever:
             return []
         query_filter = build_filter(filters)
         fetch_k = max(fetch_k or 4 * k, k, 20 if mode == "hybrid" else k)
-        vectors: dict[str, np.ndarray] = {}
-        expansion = self.expand_query(query, vectors)
-        expander = self.query_expander()
-        expanded_text = expansion.dense_text(expander.dense_text_style)
-        texts = [text for text in dict.fromkeys([query, expanded_text]) if text not in vectors]
-        if texts:
-            vectors.update(zip(texts, self._encode(texts), strict=True))
-        dense_vector = vectors[query]
-        search_vector = vectors[expanded_text]
-        if expander.dense == "mean":  # halfway between the user's words and the rules'
-            search_vector = dense_vector + search_vector
-            search_vector /= float(np.linalg.norm(search_vector)) or 1.0
-        if not expansion:
-            return self._search_vectors(
-                query, mode, dense_vector, sparse_query_vector(query), k, fetch_k,
-                query_filter, score_threshold,
-            )  # fmt: skip
-        # Expanded: rank deeper, give every candidate the plain question's cosine, threshold.
-        hits = self._search_vectors(
-            query, mode, search_vector, self._expanded_sparse(query, expansion), fetch_k,
-            fetch_k, query_filter, None,
-        )  # fmt: skip
-        if expander.dense == "fuse":
-            # The plain query's ranking and the expanded one's, fused (RRF).
-            plain = self._search_vectors(
-                query, mode, dense_vector, sparse_query_vector(query), fetch_k, fetch_k,
-                query_filter, None,
-            )  # fmt: skip
-            by_id = {hit.id: hit for hit in plain}
-            by_id.update({hit.id: hit for hit in hits})
-            fused = rrf_fuse([[hit.id for hit in plain], [hit.id for hit in hits]])
-            hits = [by_id[i] for i in sorted(fused, key=fused.get, reverse=True)]
-            for hit in hits:
-                hit.score = fused[hit.id]
-        self._plain_cosines(hits, dense_vector)
-        return self._threshold(hits, score_threshold)[:k]
-
-    def _search_vectors(
-        self, query, mode, dense_vector, sparse_vector, k, fetch_k, query_filter, score_threshold
-    ) -> list[RetrievedChunk]:
+        dense_vector = self.embed_query(query)
         if mode == "dense":
             return self._dense(dense_vector, k, query_filter, score_threshold)
+        sparse_vector = sparse_query_vector(query)
         if mode == "bm25":
             if not sparse_vector.indices:
                 return []

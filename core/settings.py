@@ -68,11 +68,6 @@ class Settings(BaseSettings):
     retrieval_k: int = 4
     retrieval_mode: RetrievalMode = "hybrid"
     score_threshold: float = 0.3  # min dense cosine similarity for a chunk to count as relevant
-    # Add the rules' terms for lay words to every search: the data/glossary.tsv glossary, the
-    # collection's own definitions sections, both, or none (chains/glossary.py).
-    # Off until the guarded baselines (data/eval/baseline.json) are refreshed with it on: the
-    # measured gain is in bench/results/retrieval-vocab.md (issue 14).
-    query_expansion: Literal["glossary", "definitions", "both", "none"] = "none"
 
     # Answers: evidence passages, verification, abstention
     answer_mode: AnswerMode = "verified"

@@ -618,7 +618,7 @@ _STOPWORDS = frozenset(
 def keyword_tokens(text: str) -> list[str]:
     """Lowercased words, numbers and dotted ids (`15.109`, `1.6`); stopwords dropped.
 
-    The vocabulary the glossary and the answer checks compare; the index's own tokens are
+    The vocabulary the answer checks compare; the index's own tokens are
     the keyword model's (KeywordModel, stemmed).
     """
     return [t for t in _TOKEN.findall(text.lower()) if t not in _STOPWORDS]
