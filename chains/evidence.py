@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from chains.qualifiers import expand_abbreviations, qualifier_match, question_qualifiers
 from chains.quantities import (
     asked_bound,
+    asked_units,
     extract_quantities,
     quantity_supported,
     stated_bounds,
@@ -50,6 +52,9 @@ W_AMOUNT = 0.1  # the question asks for an amount and the passage states one
 W_BOUND = 0.1
 # A list intro alone ("... 200 W PEP:") quotes half a rule: the items say where it applies.
 W_LIST_INTRO = -0.05
+# The passage names the case the question asks about (its band, a range holding its frequency,
+# its class: chains.qualifiers), or only another case of that kind (-1 x the weight).
+W_QUALIFIER = 0.15
 # A paragraph longer than this is quoted sentence by sentence (under the same pinpoint).
 LONG_PARAGRAPH_CHARS = 240
 # A "sentence" shorter than this (a paragraph heading like "Fixed point-to-point
@@ -576,8 +581,16 @@ def _paragraph_match(named: list[tuple[str, str]], passage: Passage) -> float:
     return best
 
 
-def score_passages(question: str, passages: Sequence[Passage], embedder=None) -> list[float]:
-    """Set and return `score` (and `dense_score`) of each passage; one encode call."""
+def score_passages(
+    question: str,
+    passages: Sequence[Passage],
+    embedder=None,
+    abbreviations: dict[str, str] | None = None,
+) -> list[float]:
+    """Set and return `score` (and `dense_score`) of each passage; one encode call.
+
+    `abbreviations` (the documents' own, `chains.qualifiers.find_abbreviations`): a passage
+    saying "SS" matches a question saying "spread spectrum", and the other way round."""
     if not passages:
         return []
     vectors = encode_texts([question] + [_ranking_text(p) for p in passages], embedder)
@@ -591,10 +604,13 @@ def score_passages(question: str, passages: Sequence[Passage], embedder=None) ->
             unnamed = unnamed.replace(match.group(0), " ")
     asked = {t for t in content_tokens(unnamed) if len(t) > 1}
     amount = wants_amount(question)
+    units = asked_units(question)  # a power question wants a power, not a frequency
     bound = asked_bound(question)
+    qualifiers = question_qualifiers(question)
     scores = []
     for passage, cosine in zip(passages, dense, strict=True):
-        words = content_tokens(_ranking_text(passage))
+        text = _ranking_text(passage)
+        words = content_tokens(f"{text} {expand_abbreviations(text, abbreviations or {})}")
         lexical = len(asked & words) / len(asked) if asked else 0.0
         quantity = any(quantity_supported(q, passage) for q in asked_quantities)
         section = any(s == passage.section for s, _ in named)
@@ -604,9 +620,10 @@ def score_passages(question: str, passages: Sequence[Passage], embedder=None) ->
             + W_QUANTITY * quantity
             + W_SECTION * section
             + W_PARAGRAPH * _paragraph_match(named, passage)
-            + W_AMOUNT * (amount and states_amount(passage.text))
+            + W_AMOUNT * (amount and states_amount(passage.evidence, units))
             + W_BOUND * (bound is not None and bound in stated_bounds(passage.text))
             + W_LIST_INTRO * passage.text.rstrip().endswith(":")
+            + W_QUALIFIER * qualifier_match(qualifiers, passage.evidence)
         )
         passage.dense_score, passage.score = float(cosine), float(score)
         scores.append(float(score))
@@ -619,6 +636,7 @@ def rank_passages(
     embedder=None,
     k: int = 3,
     chunk_order: Sequence[str] = (),
+    abbreviations: dict[str, str] | None = None,
 ) -> list[Passage]:
     """The best `k` passages for the question, best first, with `score` set (deduplicated).
 
@@ -628,7 +646,7 @@ def rank_passages(
     items (top passage in a gold section): eCFR 0.72 -> 0.84, sample 0.51 -> 0.60 at 0.15.
     """
     unique = dedupe_passages(passages)
-    score_passages(question, unique, embedder)
+    score_passages(question, unique, embedder, abbreviations)
     rank = {chunk_id: r for r, chunk_id in enumerate(chunk_order, 1)}
     for passage in unique:
         if passage.chunk_id in rank:

@@ -330,8 +330,35 @@ def wants_amount(question: str) -> bool:
     return bool(_WANTS_AMOUNT.search(question or ""))
 
 
-def states_amount(text: str) -> bool:
-    return any(q.kind in ("quantity", "number") for q in extract_quantities(text))
+def states_amount(text: str, units: set[str] | None = None) -> bool:
+    """Does the text state an amount (of one of `units`, when given)?"""
+    return any(
+        q.kind in ("quantity", "number") and (units is None or q.unit in units)
+        for q in extract_quantities(text)
+    )
+
+
+# The unit an amount question asks for, from its words (None: any amount).
+_ASKED_UNITS: list[tuple[re.Pattern, set[str]]] = [
+    (re.compile(r"\b(?:power|watts?|output|PEP|ERP|EIRP|e\.i\.r\.p)\b", re.I), {"W", "dBW", "dBm"}),
+    (re.compile(r"\b(?:how\s+long|period|days?|years?|months?|minutes?|hours?|seconds?|"
+                r"retain|kept|valid|term|expire|within\s+how)\b", re.I),
+     {"s", "day", "month", "year"}),
+    (re.compile(r"\b(?:frequency|frequencies|bandwidth|band|segment|channel|Hz)\b", re.I),
+     {"Hz"}),
+    (re.compile(r"\b(?:how\s+far|distance|height|radius|miles?|km|feet|meters?\s+of)\b", re.I),
+     {"m", "ft", "mi"}),
+    (re.compile(r"\b(?:dB|attenuat\w*|below\s+the\s+(?:mean|fundamental))\b", re.I),
+     {"dB", "dBc"}),
+]  # fmt: skip
+
+
+def asked_units(question: str) -> set[str] | None:
+    """The units an amount question asks for, by its words; None when it names no kind."""
+    for pattern, units in _ASKED_UNITS:
+        if pattern.search(question):
+            return units
+    return None
 
 
 _ASKS_CEILING = re.compile(

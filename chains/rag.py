@@ -44,6 +44,7 @@ from chains.prompts import (
     format_source,
     no_answer,
 )
+from chains.short_answer import format_short_answer, short_answer
 from chains.verify import (
     MAX_SENTENCE_CHARS,
     Verification,
@@ -141,6 +142,9 @@ class RagResult:
     finish_reason: str | None = None  # "stop" | "length" (the token limit cut the draft)
     # The best passage scored below PASSAGE_CONFIDENT: quoted answers open with WEAK_MATCH_NOTE.
     weak_match: bool = False
+    # The answer in a few words, first line of quoted answers: "10 W PEP (§ 97.313(j)) [1]"
+    # (chains.short_answer); None when the best passage states no amount of the asked kind.
+    short_answer: str | None = None
     # The exact chat messages the model saw (None without a model call): feedback keeps them,
     # so a fine-tuning export trains on the served prompt format.
     messages: list[dict] | None = None
@@ -167,6 +171,7 @@ class _Prepared:
     error: str | None = None
     searched: dict[str, Any] = field(default_factory=dict)
     passages: list[Passage] = field(default_factory=list)  # numbered, as the sources show them
+    short_answer: str | None = None
 
     @property
     def abstain(self) -> bool:
@@ -251,7 +256,18 @@ def quote_passages(prepared: _Prepared) -> Verification:
     verification = extractive_answer(prepared.standalone, prepared.passages)
     if prepared.searched.get("weak_match") and verification.answer:
         verification.answer = f"{WEAK_MATCH_NOTE}\n{verification.answer}"
+    elif prepared.short_answer and verification.answer:
+        verification.answer = f"{prepared.short_answer}\n{verification.answer}"
+        verification.cited = list(dict.fromkeys([prepared.passages[0].n, *verification.cited]))
     return verification
+
+
+def lead_short_answer(question: str, passages: Sequence[Passage]) -> str | None:
+    """The short answer from the best passage (`chains.short_answer`), or None."""
+    if not passages:
+        return None
+    words = short_answer(question, passages[0])
+    return format_short_answer(words, passages[0]) if words else None
 
 
 def _complete_sentences(draft: str) -> str:
@@ -500,6 +516,7 @@ class RagChain:
             candidates,
             k=self.settings.evidence_passages,
             chunk_order=[chunk.id for chunk in chunks],
+            abbreviations=self.retriever.abbreviations(),
         )
         best = ranked[0].score if ranked else None
         searched["best_score"] = round(best, 4) if best is not None else None
@@ -655,6 +672,8 @@ class RagChain:
             section_only = "section_only" in prepared.searched
             if prepared.mode == "extractive" or section_only:
                 prepared.sources, prepared.passages = sources, passages
+                if not section_only:
+                    prepared.short_answer = lead_short_answer(prepared.standalone, passages)
                 return prepared
             max_new_tokens = gen.get("max_new_tokens") or self.llm.max_new_tokens
             prepared.sources, prepared.messages, cut = self.fit_context(
@@ -662,6 +681,8 @@ class RagChain:
             )
             prepared.truncated = prepared.truncated or cut
             prepared.passages = passages[: len(prepared.sources)]
+            if prepared.mode == "verified":
+                prepared.short_answer = lead_short_answer(prepared.standalone, prepared.passages)
         except Exception as error:
             log.exception("RAG preparation failed")
             prepared.error = str(error)
@@ -706,6 +727,8 @@ class RagChain:
             messages=prepared.messages,
             weak_match=bool(prepared.searched.get("weak_match")),
         )
+        if not result.weak_match:
+            result.short_answer = prepared.short_answer
         if prepared.error is not None:
             return result
         if prepared.abstain:

@@ -25,9 +25,11 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, model_validator
 from qdrant_client import QdrantClient, models
 
+from chains.qualifiers import find_abbreviations
 from core.records import RetrievedChunk
 from core.settings import Settings, get_settings
 from core.store import (
+    CONTENT_KEY,
     DENSE,
     SPARSE,
     get_client,
@@ -39,6 +41,7 @@ from core.store import (
 log = logging.getLogger(__name__)
 
 MODES = ("dense", "hybrid", "bm25")
+_ABBREVIATIONS: dict[tuple, dict[str, str]] = {}  # (client, collection, points) -> abbreviations
 RRF_K = 60
 # "15.109", "§ 2.1093(d)": a query naming a section id also ranks that section's chunks.
 _SECTION_ID = re.compile(r"(?<![\d.])(\d{1,3}\.\d{1,4}[a-z]?)(?![\d.]*\d)")
@@ -50,6 +53,8 @@ _UNIT_AFTER = re.compile(
     r"kilo\w+|mega\w+|giga\w+|meters?\b|km\b|ft\b|feet\b|miles?\b|seconds?\b|minutes?\b|"
     r"hours?\b|days?\b|years?\b|PEP\b|ERP\b|EIRP\b|times\b))"
 )
+# "28.0-28.5 MHz": the first number of a range whose unit follows the second.
+_RANGE_AFTER = re.compile(r"\s*(?:-|–|—|\bto\b|\bthrough\b)\s*\d+(?:\.\d+)?" + _UNIT_AFTER.pattern)
 _PART_REF = re.compile(r"\bPart\s+(\d{1,3})\b(?![.\d])")  # "Part 15", not "part of"
 _SECTION_SIGN_BEFORE = re.compile(r"(?:§{1,2}|\bsec(?:tion|s?\.)|\bpart)\s*$", re.IGNORECASE)
 FILTER_FIELDS = ("source", "section", "part", "doc_type", "page", "root", "title", "subpart")
@@ -73,7 +78,11 @@ def section_ids(query: str) -> list[str]:
     found = []
     for match in _SECTION_ID.finditer(query):
         explicit = _SECTION_SIGN_BEFORE.search(query[: match.start()])
-        quantity = match.group(1).startswith("0") or _UNIT_AFTER.match(query, match.end())
+        quantity = (
+            match.group(1).startswith("0")
+            or _UNIT_AFTER.match(query, match.end())
+            or _RANGE_AFTER.match(query, match.end())
+        )
         if explicit or not quantity:
             found.append(match.group(1))
     return list(dict.fromkeys(found))
@@ -300,6 +309,27 @@ class Retriever:
             if not response.points:
                 absent.append(term)
         return absent
+
+    def abbreviations(self) -> dict[str, str]:
+        """The abbreviations the collection's documents define ({"SS": "spread spectrum"}),
+        read once per collection and size (`chains.qualifiers.find_abbreviations`)."""
+        if not self.client.collection_exists(self.collection):
+            return {}
+        key = (id(self.client), self.collection, self.count())
+        if key not in _ABBREVIATIONS:
+            _ABBREVIATIONS[key] = find_abbreviations(self._texts())
+        return _ABBREVIATIONS[key]
+
+    def _texts(self):
+        offset = None
+        while True:
+            records, offset = self.client.scroll(
+                self.collection, limit=256, offset=offset, with_payload=[CONTENT_KEY],
+                with_vectors=False,
+            )  # fmt: skip
+            yield from ((r.payload or {}).get(CONTENT_KEY) or "" for r in records)
+            if offset is None:
+                return
 
     # MMR ---------------------------------------------------------------------------------------
 

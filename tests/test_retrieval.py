@@ -226,3 +226,6 @@ def test_quantities_are_not_section_ids():
     assert section_ids("What is 0.5 percent of it?") == []
     assert section_ids("What does 15.109 require below 1.705 MHz?") == ["15.109"]
     assert section_ids("§ 97.313 and section 80.215 at 25 W") == ["97.313", "80.215"]
+    # A range's first number: "28.0-28.5 MHz" abstained as "the documents do not include § 28.0".
+    assert section_ids("What power on the 28.0-28.5 MHz segment?") == []
+    assert section_ids("Who may use 10.10 to 10.15 MHz under § 97.313?") == ["97.313"]

@@ -1,0 +1,185 @@
+"""The case a question asks about, and whether a passage states the rule for that case.
+
+A rule often gives one limit per case: § 97.313 says 1.5 kW PEP in general, 200 W PEP "on the
+10.10-10.15 MHz segment", 100 W PEP "on the 60 m band", 10 W PEP for "a SS emission type". On
+similarity alone the neighbouring rows win (asked for the 60 m limit, the eCFR evaluation
+quoted the 76-81 GHz row). The question's qualifiers pick the row:
+
+- a band by name: "60 m band", "the 2-meter band", "(2200 m) band";
+- a frequency, inside a passage's range: 10.140 MHz is on "10.10-10.15 MHz";
+- a class: "Technician Class", "Novice operator", "Class B";
+- a term the documents abbreviate, read from the documents themselves: "spread spectrum" is
+  "SS" in § 97.3(c)(8) ("(8) SS. Spread spectrum emissions ..."), "ERP" is "effective radiated
+  power (ERP)" in § 97.313(i). No hand-written list: `find_abbreviations` reads the collection.
+
+`qualifier_match` is +1 when a passage names the asked case, -1 when it names another case of
+the same kind and not the asked one (another band, a range without the frequency, another
+class), 0 when it says nothing of the kind (a general rule), averaged over the asked kinds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from chains.quantities import extract_quantities
+
+# "60 m band", "2-meter band", "60 meter ham band", "(2200 m) band", "23 cm band"
+_BAND = re.compile(
+    r"(?<![\d.])(\d+(?:\.\d+)?)\s*-?\s*(m|cm|mm|met(?:er|re)s?|centimet(?:er|re)s?|"
+    r"millimet(?:er|re)s?)\)?(?:\s+[A-Za-z]+){0,2}?\s+bands?\b",
+    re.IGNORECASE,
+)
+# "Technician Class", "General class operator", "Class B", "Novice operator"
+_CLASS_AFTER = re.compile(r"\b([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)\s+[Cc]lass\b")
+_CLASS_BEFORE = re.compile(r"\b[Cc]lass\s+([A-Z]{1,2})\b")
+_OPERATOR = re.compile(r"\b([A-Z][a-z]+)\s+(?:[Cc]lass\s+)?(?:operator|licensee)s?\b")
+# Capitalised words that start a sentence or a heading, not names of a class.
+_NOT_CLASSES = frozenset(
+    "The A An Each Any Every No Which What Who This That Such Its Their Same Other Another "
+    "Control Station Amateur Radio".split()
+)
+# "(8) SS. Spread spectrum emissions ...": a definitions list entry.
+_DEFINED = re.compile(r"\(\d{1,3}\)\s+([A-Z][A-Z0-9]{1,5})\.\s+([A-Z][\w-]*(?:\s+[\w-]+){0,5})")
+# "effective radiated power (ERP)", "Digital Selective Calling (DSC)"
+_SPELLED = re.compile(r"((?:[A-Za-z][\w-]*\s+){1,6})\(([A-Z][A-Z0-9]{1,5})\)")
+_HZ = "Hz"
+
+
+@dataclass
+class Qualifiers:
+    bands: set[str] = field(default_factory=set)  # "60m", "23cm"
+    frequencies: list[float] = field(default_factory=list)  # Hz
+    classes: set[str] = field(default_factory=set)  # "technician", "b"
+
+    def __bool__(self) -> bool:
+        return bool(self.bands or self.frequencies or self.classes)
+
+
+def _band_key(number: str, unit: str) -> str:
+    """ "60", "meter" -> "60m"; "23", "cm" -> "23cm"."""
+    unit = unit.lower()
+    short = "cm" if unit.startswith("c") else "mm" if unit.startswith(("mm", "milli")) else "m"
+    return f"{float(number):g}{short}"
+
+
+def bands(text: str) -> set[str]:
+    return {_band_key(m.group(1), m.group(2)) for m in _BAND.finditer(text)}
+
+
+def classes(text: str) -> set[str]:
+    found = {m.group(1) for m in _CLASS_AFTER.finditer(text)}
+    found |= {m.group(1) for m in _CLASS_BEFORE.finditer(text)}
+    found |= {m.group(1) for m in _OPERATOR.finditer(text)}
+    names = set()
+    for name in found:
+        words = [w for w in name.split() if w not in _NOT_CLASSES]
+        if words:
+            names.add(" ".join(words).lower())
+    return names
+
+
+def frequency_spans(text: str) -> tuple[list[float], list[tuple[float, float]]]:
+    """Single frequencies and ranges ("10.10-10.15 MHz": one range) a text states, in Hz."""
+    by_span: dict[tuple[int, int], list[float]] = {}
+    for quantity in extract_quantities(text):
+        if quantity.unit == _HZ and quantity.span is not None:
+            by_span.setdefault(quantity.span, []).append(quantity.value)
+    singles, ranges = [], []
+    for values in by_span.values():
+        if len(values) == 2:
+            ranges.append((min(values), max(values)))
+        else:
+            singles.extend(values)
+    return singles, ranges
+
+
+def question_qualifiers(question: str) -> Qualifiers:
+    singles, ranges = frequency_spans(question)
+    frequencies = singles + [value for pair in ranges for value in pair]
+    return Qualifiers(bands=bands(question), frequencies=frequencies, classes=classes(question))
+
+
+def _frequency_match(asked: list[float], text: str) -> int:
+    singles, ranges = frequency_spans(text)
+    if not singles and not ranges:
+        return 0
+    inside = any(lo * 0.999999 <= f <= hi * 1.000001 for f in asked for lo, hi in ranges)
+    equal = any(abs(f - s) <= 1e-6 * max(f, 1.0) for f in asked for s in singles)
+    return 1 if inside or equal else -1
+
+
+def _set_match(asked: set[str], stated: set[str]) -> int:
+    if not stated:
+        return 0
+    return 1 if asked & stated else -1
+
+
+def qualifier_match(qualifiers: Qualifiers, text: str) -> float:
+    """+1 the passage names the asked case, -1 only other cases of its kind, 0 neither;
+    the mean over the kinds the question asks about (0.0 when it asks about none)."""
+    if not qualifiers:
+        return 0.0
+    votes = []
+    if qualifiers.bands:
+        votes.append(_set_match(qualifiers.bands, bands(text)))
+    if qualifiers.frequencies:
+        votes.append(_frequency_match(qualifiers.frequencies, text))
+    if qualifiers.classes:
+        stated = classes(text)
+        named = {c for c in qualifiers.classes if re.search(rf"\b{re.escape(c)}\b", text, re.I)}
+        votes.append(1 if named else _set_match(qualifiers.classes, stated))
+    return sum(votes) / len(votes)
+
+
+# Abbreviations the documents define ---------------------------------------------------------------
+
+
+def _initials_prefix(words: list[str], abbreviation: str) -> str | None:
+    """The shortest run of words whose initials spell the abbreviation ("Spread spectrum" for
+    SS; hyphenated words count each part: "Single-sideband" for SS would be two)."""
+    letters = abbreviation.lower()
+    initials = ""
+    for count, word in enumerate(words, 1):
+        initials += "".join(part[:1].lower() for part in word.split("-") if part)
+        if initials == letters:
+            return " ".join(words[:count])
+        if not letters.startswith(initials):
+            return None
+    return None
+
+
+def find_abbreviations(texts: Iterable[str]) -> dict[str, str]:
+    """{"SS": "spread spectrum", "ERP": "effective radiated power"} from definitions lists
+    and spelled-out forms in the texts, where the words' initials spell the abbreviation."""
+    found: dict[str, str] = {}
+    for text in texts:
+        for match in _DEFINED.finditer(text):
+            long = _initials_prefix(match.group(2).split(), match.group(1))
+            if long:
+                found.setdefault(match.group(1), long.lower())
+        for match in _SPELLED.finditer(text):
+            abbreviation = match.group(2)
+            words = match.group(1).split()
+            for start in range(len(words)):
+                long = _initials_prefix(words[start:], abbreviation)
+                if long and len(long.split()) == len(words) - start:
+                    found.setdefault(abbreviation, long.lower())
+                    break
+    return found
+
+
+def expand_abbreviations(text: str, abbreviations: dict[str, str]) -> str:
+    """The words a text means through the documents' abbreviations, both ways: "SS" adds
+    "spread spectrum", "spread spectrum" adds "SS" (for keyword overlap)."""
+    if not abbreviations:
+        return ""
+    lowered = text.lower()
+    extra = []
+    for abbreviation, long in abbreviations.items():
+        if re.search(rf"\b{re.escape(abbreviation)}\b", text):
+            extra.append(long)
+        elif long in lowered:
+            extra.append(abbreviation)
+    return " ".join(extra)

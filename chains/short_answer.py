@@ -1,0 +1,67 @@
+"""The answer in a few words, first: `10 W PEP (§ 97.313(j)) [1]`, then the quotes.
+
+For a question that asks for an amount (how much power, how long, how many, which frequency),
+the short answer is the amount the best passage states, in the passage's own words, with the
+qualifier that follows it ("PEP", "EIRP") and its bound ("at most" for "not exceed", "at
+least" for "not less than"), cited to that passage. Nothing is inferred: the words are a slice
+of the cited passage, so every claim in the line is checkable against it, and a question the
+passage does not answer with an amount of the asked kind gets no short answer (the quotes
+stand alone). Questions answered by a conclusion (yes or no, who, which class) get none yet:
+a polarity read off "No ... may" misfires on the rule's exceptions, e.g. § 97.315(a) forbids
+building amplifiers to non-amateurs, which answers "Can I build my own amplifier?" with yes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from chains.evidence import Passage
+from chains.quantities import Quantity, asked_units, bound_of, extract_quantities, wants_amount
+
+_HOW_MANY = re.compile(r"\bhow\s+many\s+(\w+)", re.I)
+# What follows an amount and belongs to it: "10 W PEP", "1 W EIRP", "100 W (PEP)".
+_SUFFIX = re.compile(r"\s*\(?(PEP|EIRP|ERP|e\.i\.r\.p\.|e\.r\.p\.|peak envelope power)\)?")
+_COUNTED = re.compile(r"\s+([A-Za-z][\w-]*(?:\s+(?:of\s+)?[a-z][\w-]*)?)")
+_BOUND_WORDS = {"ceiling": "at most", "floor": "at least"}
+
+
+def _amount_text(text: str, quantity: Quantity) -> str:
+    suffix = _SUFFIX.match(text, quantity.span[1])
+    words = quantity.text + (f" {suffix.group(1)}" if suffix else "")
+    bound = _BOUND_WORDS.get(bound_of(text, quantity, window=40) or "")
+    return f"{bound} {words}" if bound else words
+
+
+def _count_text(text: str, quantity: Quantity, noun: str) -> str | None:
+    """ "3 VEs" for "How many volunteer examiners ...": the number and the word after it."""
+    counted = _COUNTED.match(text, quantity.span[1])
+    if not counted:
+        return None
+    bound = _BOUND_WORDS.get(bound_of(text, quantity, window=20) or "")
+    words = f"{quantity.text} {counted.group(1).split()[0]}"
+    return f"{bound} {words}" if bound else words
+
+
+def short_answer(question: str, passage: Passage) -> str | None:
+    """The amount the passage states for an amount question, in its words, or None."""
+    if not wants_amount(question):
+        return None
+    asked = {q.value for q in extract_quantities(question) if q.kind in ("quantity", "number")}
+    how_many = _HOW_MANY.search(question)
+    units = asked_units(question)
+    for text in (passage.text, passage.evidence):  # the item's own words first, then its lead-in
+        found = [q for q in extract_quantities(text) if q.value not in asked]
+        if how_many and units is None:
+            for quantity in found:
+                if quantity.kind == "number" and (words := _count_text(text, quantity, "")):
+                    return words
+            continue
+        for quantity in found:
+            if quantity.kind == "quantity" and (units is None or quantity.unit in units):
+                return _amount_text(text, quantity)
+    return None
+
+
+def format_short_answer(words: str, passage: Passage) -> str:
+    """`10 W PEP (§ 97.313(j)) [1]`, with the first letter capitalised."""
+    return f"{words[:1].upper()}{words[1:]} ({passage.pinpoint}) [{passage.n}]"

@@ -1,0 +1,96 @@
+"""The asked case picks the row, and the answer's first line says the amount (real eCFR text)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chains.evidence import Passage, rank_passages
+from chains.qualifiers import (
+    expand_abbreviations,
+    find_abbreviations,
+    qualifier_match,
+    question_qualifiers,
+)
+from chains.short_answer import format_short_answer, short_answer
+
+# § 97.313, as published (eCFR, 2024-11-14).
+P97_313 = {
+    "(b)": "No station may transmit with a transmitter power exceeding 1.5 kW PEP.",
+    "(c)(1)": "On the 10.10-10.15 MHz segment;",
+    "(d)": "No station may transmit with a transmitter power exceeding 25 W PEP on the VHF "
+    "1.25 m band when the control operator is a Novice operator.",
+    "(i)": "No station may transmit with an effective radiated power (ERP) exceeding 100 W PEP "
+    "on the 60 m band.",
+    "(j)": "No station may transmit with a transmitter output exceeding 10 W PEP when the "
+    "station is transmitting a SS emission type.",
+    "(m)": "No station may transmit with a peak equivalent isotropically radiated power (EIRP) "
+    "exceeding 316 W in the 76-81 GHz (4 mm) band.",
+}
+INTRO_C = "No station may transmit with a transmitter power output exceeding 200 W PEP:"
+DEFINITION_SS = (
+    "(8) SS. Spread spectrum emissions using bandwidth-expansion modulation emissions having "
+    "designators with A, C, D, F, G, H, J or R as the first symbol."
+)
+
+
+def passage(paragraph: str, n: int = 1) -> Passage:
+    text = P97_313[paragraph]
+    context = INTRO_C if paragraph == "(c)(1)" else None
+    return Passage(
+        text, f"§ 97.313{paragraph}", "97.313", paragraph, "97.313.txt", None,
+        (0, len(text)), None, f"c{paragraph}", context=context,
+        heading="§ 97.313 Transmitter power standards.", n=n,
+    )  # fmt: skip
+
+
+def test_band_frequency_and_class_pick_their_row():
+    sixty = question_qualifiers("How much power can I run on the 60-meter ham band?")
+    assert sixty.bands == {"60m"}
+    assert qualifier_match(sixty, P97_313["(i)"]) == 1
+    assert qualifier_match(sixty, P97_313["(d)"]) == -1  # another band
+    assert qualifier_match(sixty, P97_313["(b)"]) == 0  # the general rule names no band
+
+    freq = question_qualifiers("What is the most power I may use on 10.140 MHz?")
+    assert qualifier_match(freq, f"{INTRO_C}\n{P97_313['(c)(1)']}") == 1  # inside the range
+    assert qualifier_match(freq, P97_313["(m)"]) == -1
+
+    novice = question_qualifiers("What power may a Novice Class operator use on 1.25 m?")
+    assert "novice" in novice.classes
+    assert qualifier_match(novice, P97_313["(d)"]) == 1
+
+
+def test_abbreviations_are_read_from_the_documents():
+    found = find_abbreviations([DEFINITION_SS, P97_313["(i)"], P97_313["(m)"]])
+    assert found["SS"] == "spread spectrum"
+    assert found["ERP"] == "effective radiated power"
+    assert found["EIRP"] == "equivalent isotropically radiated power"
+    assert "spread spectrum" in expand_abbreviations(P97_313["(j)"], found)
+    assert "SS" in expand_abbreviations("a spread spectrum emission", found)
+
+
+@pytest.mark.parametrize(
+    ("question", "best"),
+    [
+        ("What power limit applies to a spread spectrum emission?", "(j)"),
+        ("What is the maximum power on the 60 m band?", "(i)"),
+        ("What is the most transmitter power allowed on 10.140 MHz?", "(c)(1)"),
+    ],
+)
+def test_the_row_for_the_asked_case_ranks_first(question, best):
+    """Before qualifiers, the 60 m question quoted (m) (76-81 GHz) and spread spectrum (b)."""
+    candidates = [passage(p, n) for n, p in enumerate(P97_313, 1)]
+    abbreviations = find_abbreviations([DEFINITION_SS])
+    ranked = rank_passages(question, candidates, k=3, abbreviations=abbreviations)
+    assert ranked[0].paragraph == best
+
+
+def test_the_short_answer_is_the_amount_in_the_passage_s_words():
+    ss = passage("(j)")
+    words = short_answer("What power limit applies to a spread spectrum emission?", ss)
+    assert format_short_answer(words, ss) == "At most 10 W PEP (§ 97.313(j)) [1]"
+    # A list item reads its amount from its lead-in; the asked frequency is no answer.
+    row = passage("(c)(1)", n=2)
+    assert short_answer("What is the maximum power on 10.140 MHz?", row) == "at most 200 W PEP"
+    # No amount of the asked kind, or no amount asked: no short answer.
+    assert short_answer("How long must logs be kept?", ss) is None
+    assert short_answer("Can I build my own amplifier?", ss) is None
