@@ -32,7 +32,7 @@ def _amount_text(text: str, quantity: Quantity) -> str:
     return f"{bound} {words}" if bound else words
 
 
-def _count_text(text: str, quantity: Quantity, noun: str) -> str | None:
+def _count_text(text: str, quantity: Quantity) -> str | None:
     """ "3 VEs" for "How many volunteer examiners ...": the number and the word after it."""
     counted = _COUNTED.match(text, quantity.span[1])
     if not counted:
@@ -43,22 +43,28 @@ def _count_text(text: str, quantity: Quantity, noun: str) -> str | None:
 
 
 def short_answer(question: str, passage: Passage) -> str | None:
-    """The amount the passage states for an amount question, in its words, or None."""
+    """The amount the passage states for an amount question, in its words, or None.
+
+    Only an unambiguous one: a passage stating two amounts of the asked kind gets none
+    ("a call sent three times at intervals of two minutes ... must cease for fifteen minutes"
+    answered "How long can I keep calling?" with "Two minutes")."""
     if not wants_amount(question):
         return None
     asked = {q.value for q in extract_quantities(question) if q.kind in ("quantity", "number")}
-    how_many = _HOW_MANY.search(question)
+    counting = _HOW_MANY.search(question) and asked_units(question) is None
     units = asked_units(question)
     for text in (passage.text, passage.evidence):  # the item's own words first, then its lead-in
         found = [q for q in extract_quantities(text) if q.value not in asked]
-        if how_many and units is None:
-            for quantity in found:
-                if quantity.kind == "number" and (words := _count_text(text, quantity, "")):
-                    return words
-            continue
-        for quantity in found:
-            if quantity.kind == "quantity" and (units is None or quantity.unit in units):
-                return _amount_text(text, quantity)
+        if counting:
+            answers = {w for q in found if q.kind == "number" and (w := _count_text(text, q))}
+        else:
+            answers = {
+                _amount_text(text, q)
+                for q in found
+                if q.kind == "quantity" and (units is None or q.unit in units)
+            }
+        if answers:
+            return answers.pop() if len(answers) == 1 else None
     return None
 
 

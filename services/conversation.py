@@ -254,5 +254,6 @@ def response_payload(result, answer_id: str) -> dict[str, Any]:
         "dropped": result.dropped,
         "fallback": result.fallback,
         "weak_match": result.weak_match,
+        "short_answer": result.short_answer,
         "searched": result.searched,
     }

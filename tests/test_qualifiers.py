@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from chains.evidence import Passage, rank_passages
@@ -94,3 +96,10 @@ def test_the_short_answer_is_the_amount_in_the_passage_s_words():
     # No amount of the asked kind, or no amount asked: no short answer.
     assert short_answer("How long must logs be kept?", ss) is None
     assert short_answer("Can I build my own amplifier?", ss) is None
+    # Two amounts of the asked kind: ambiguous, no short answer (§ 80.111(a)(4)).
+    calls = replace(
+        ss,
+        text="When a called station does not reply to a call sent three times at intervals "
+        "of two minutes, the calling must cease for fifteen minutes.",
+    )
+    assert short_answer("How long can I keep calling another boat?", calls) is None

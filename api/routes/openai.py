@@ -195,6 +195,7 @@ def _extras(result, answer_id: str) -> dict[str, Any]:
         "answer_id": answer_id,
         "abstained": result.abstained,
         "weak_match": result.weak_match,
+        "short_answer": result.short_answer,
     }
 
 
