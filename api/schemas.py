@@ -112,7 +112,78 @@ class ChatResponse(BaseModel):
         description="The best passage is a weak match (below PASSAGE_CONFIDENT): the answer "
         "opens with a note that the closest passages may not answer the question.",
     )
+    short_answer: str | None = Field(
+        None,
+        description="The answer in a few words from the best passage, with its pinpoint and "
+        "[n] (the answer's first line), e.g. 'At most 10 W PEP (§ 97.313(j)) [1]'; null when "
+        "the passage states no amount of the asked kind.",
+    )
     searched: dict[str, Any] = Field(default_factory=dict, description="What retrieval looked at.")
+
+
+# Summaries ---------------------------------------------------------------------------------
+
+SummaryMode = Literal["verified", "extractive", "raw"]
+
+
+class SummarizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(
+        ..., min_length=1, description="An indexed document, e.g. 97.313.txt (GET /api/documents)."
+    )
+    root: str | None = Field(
+        None,
+        description="Its ingest root (as GET /api/documents lists it, or `uploads` / `corpus`); "
+        "needed only when the name is indexed under several roots.",
+    )
+    mode: SummaryMode | None = Field(
+        None,
+        description="verified (default SUMMARY_MODE): the document's provisions quoted with "
+        "their pinpoints, the model's condensed sentences only where the verifier keeps them, "
+        "every line citing [n]; extractive: the quotes, no model call; raw: the model's text, "
+        "unverified and uncited.",
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source_not_blank(cls, value: str) -> str:
+        return _not_blank(value)
+
+
+class SummarySourceOut(SourceOut):
+    chunk_index: int | None = Field(None, description="The chunk's position in the document.")
+    chunk_id: str | None = None
+
+
+class SummarizeResponse(BaseModel):
+    source: str | None = None
+    mode: SummaryMode
+    summary: str = Field(
+        ...,
+        description='One line per provision: `§ 97.313(b): "..." [2]` (verified, extractive); '
+        "the model's text (raw).",
+    )
+    sources: list[SummarySourceOut] = Field(
+        default_factory=list,
+        description="Verified/extractive: the passages the summary cites, [n] = `n`. Raw: the "
+        "chunks read (none cited).",
+    )
+    dropped: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Model sentences the verifier removed (and repeats), with why.",
+    )
+    fallback: bool = Field(
+        False, description="No model sentence survived: the summary is quoted provisions."
+    )
+    sentences: list[dict[str, Any]] = Field(
+        default_factory=list, description="Each line: text, cites, kind (quote | model), pinpoint."
+    )
+    timings: dict[str, float] = Field(default_factory=dict)
+    chunks: int = 0
+    calls: int = Field(0, description="Model calls (map + reduce).")
+    levels: int = Field(0, description="Reduce rounds.")
+    usage: dict[str, int] = Field(default_factory=dict)
 
 
 # QLoRA service -----------------------------------------------------------------------------

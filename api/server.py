@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from api.disconnect import ClientDisconnectedError
-from api.routes import chat, documents, feedback, openai, qlora, system
+from api.routes import chat, documents, feedback, openai, qlora, summarize, system
 from core.models import ModelNotFoundError
 from core.settings import get_settings
 from core.store import StoreUnavailableError
@@ -46,7 +46,7 @@ _INSTALLED = "_fcc_rag_api_installed"
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (system, chat, qlora, documents, feedback, openai):
+    for module in (system, chat, summarize, qlora, documents, feedback, openai):
         if hasattr(module, "open_router"):
             router.include_router(module.open_router)
         router.include_router(module.router)

@@ -212,3 +212,27 @@ def build_combine_messages(
         {"role": "system", "content": SUMMARY_SYSTEM},
         {"role": "user", "content": f"{ask}\n\n{parts}\n\nSummary:"},
     ]
+
+
+# Condensing the provisions a verified summary quotes --------------------------------------
+
+SHORTEN_SYSTEM = (
+    "You shorten rules from FCC regulations without changing them. Keep every number and "
+    "unit, and words such as must, may, not, only and except, exactly as written."
+)
+
+
+def build_condense_messages_for_provisions(sources: Sequence[Any]) -> list[dict[str, str]]:
+    """A verified summary's condensing step: each numbered provision (n, text) shortened to
+    one sentence that ends with its [n]; `chains.verify` checks every sentence after."""
+    rules = "\n".join(
+        f"[{_get(s, 'n')}] {' '.join(str(_get(s, 'text', '')).split())}" for s in sources
+    )
+    return [
+        {"role": "system", "content": SHORTEN_SYSTEM},
+        {
+            "role": "user",
+            "content": "Shorten each rule to one sentence that ends with its number, like [1]."
+            f"\n\n{rules}\n\nShortened rules:",
+        },
+    ]

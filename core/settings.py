@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     )
     answer_max_tokens: int = Field(96, description="Max new tokens of a RAG answer's draft.")
     answer_repetition_penalty: float = 1.0
+    # Summaries (chains/summarize.py): verified (quoted provisions with pinpoints, the model's
+    # condensed sentences only where the verifier keeps them) | extractive (quotes, no model
+    # call) | raw (the model's text, unverified, for comparison).
+    summary_mode: AnswerMode = "verified"
 
     # Server
     host: str = "127.0.0.1"  # loopback; beyond it the server needs API_KEY or ALLOW_OPEN_HOST

@@ -26,7 +26,12 @@ def higher_is_better(key: str) -> bool:
 # Per-item scores that vary continuously (a changed answer moves them a little), and rates
 # bounded by 1; the rest of the guarded metrics are shares of items (0 or 1 each).
 CONTINUOUS_METRICS = ("token_f1", "rouge_l", "grounded_cited", "grounded_retrieved")
-RATE_METRICS = ("false_abstention_rate", "answers_with_unsupported_numbers")
+RATE_METRICS = (
+    "false_abstention_rate",
+    "answers_with_unsupported_numbers",
+    "summaries_with_unsupported_numbers",
+    "summaries_with_invented_numbers",
+)
 
 
 def default_tolerance(key: str, count: int) -> float:

@@ -41,6 +41,16 @@ def _answer_modes(value: str) -> list[str]:
     return list(dict.fromkeys(modes))
 
 
+def _summary_modes(value: str) -> list[str]:
+    modes = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in ANSWER_MODES]  # the same three names
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown summary mode(s) {', '.join(unknown)}; use {', '.join(ANSWER_MODES)}"
+        )
+    return list(dict.fromkeys(modes))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fcc-rag evaluate",
@@ -88,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--summary-limit", type=int, help="summarize at most the first N summary items"
+    )
+    parser.add_argument(
+        "--summary-modes",
+        type=_summary_modes,
+        default=[],
+        help="comma-separated summary modes to score side by side: verified, extractive, raw "
+        "(default: SUMMARY_MODE); summary variants are then named <model>/<mode>",
     )
     parser.add_argument(
         "--retrieval-only", action="store_true", help="score retrieval only (no model is loaded)"
@@ -142,6 +159,7 @@ def main(argv: Sequence[str] | None = None, llm: Any = None) -> int:
         mode=args.mode,
         limit=args.limit,
         summary_limit=args.summary_limit,
+        summary_modes=args.summary_modes,
         retrieval_only=args.retrieval_only,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,

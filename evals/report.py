@@ -120,7 +120,10 @@ def render_markdown(result: EvalResult) -> str:
             + [_fmt(agg.get(f"latency.{variant}.summary_s.p50"), 1)]
             for variant in summary_variants
         ]
-        lines += _table(["model", "ROUGE-L F1", "key-fact coverage", "p50 s"], rows)
+        from evals.summaries import SUMMARY_LABELS
+
+        labels = [SUMMARY_LABELS.get(m, m) for m in SUMMARY_METRICS]
+        lines += _table(["variant", *labels, "p50 s"], rows)
     from evals.exam import render_exam
 
     lines += render_exam(result)

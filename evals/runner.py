@@ -358,7 +358,7 @@ def generate(
 ) -> tuple[dict[str, dict[str, dict]], dict[str, list[dict]]]:
     """Answers and summaries by each variant (base model, adapter), with the loaded model."""
     from chains.rag import RagChain
-    from chains.summarize import Summarizer
+    from evals.summaries import evaluate_summary_modes
 
     answers: dict[str, dict[str, dict]] = {}
     summaries: dict[str, list[dict]] = {}
@@ -373,9 +373,9 @@ def generate(
             )
             if summary_items and adapter not in summarized:
                 summarized.add(adapter)
-                summarizer = Summarizer(llm, retriever, max_new_tokens=options.max_new_tokens)
-                summaries[name] = evaluate_summaries(
-                    summarizer, summary_items, options, f"summaries ({name})"
+                model = name.split("/")[0]  # summary variants: <model>[/<summary mode>]
+                summaries.update(
+                    evaluate_summary_modes(llm, retriever, summary_items, options, model, _bar)
                 )
     finally:
         restore()
@@ -529,7 +529,7 @@ def aggregate_metrics(
                 aggregate[f"latency.{variant}.{stage}.{stat}"] = latency[stat]
     for variant, rows in summaries.items():
         for name in SUMMARY_METRICS:
-            put(f"summary.{variant}.{name}", [r["metrics"][name] for r in rows])
+            put(f"summary.{variant}.{name}", [r["metrics"].get(name) for r in rows])
         aggregate[f"latency.{variant}.summary_s.p50"] = metrics.percentile(
             [r["seconds"] for r in rows], 50
         )

@@ -28,7 +28,16 @@ ANSWER_METRICS = (
     "supported_sentence_rate",  # sentences backed by a passage they cite (text and numbers)
     "uncited_number_rate",  # answers with a number no cited passage nor the question holds
 )
-SUMMARY_METRICS = ("rouge_l", "fact_coverage")
+# Summaries (evals.summaries): fact_coverage is key-provision recall.
+SUMMARY_METRICS = (
+    "rouge_l",
+    "fact_coverage",
+    "cited_sentence_rate",
+    "supported_sentence_rate",
+    "summaries_with_unsupported_numbers",
+    "summaries_with_invented_numbers",
+    "repeated_sentences",
+)
 LATENCY_STAGES = ("retrieve_s", "first_token_s", "total_s")
 # Lower is better for these; everything else guarded is higher-is-better.
 LOWER_IS_BETTER = (
@@ -36,6 +45,9 @@ LOWER_IS_BETTER = (
     "unsupported_numbers",
     "answers_with_unsupported_numbers",
     "uncited_number_rate",
+    "summaries_with_unsupported_numbers",
+    "summaries_with_invented_numbers",
+    "repeated_sentences",
 )
 GROUNDED_THRESHOLD = 0.5
 DEFAULT_SEED = 1234
@@ -81,6 +93,9 @@ class EvalOptions:
     mode: str | None = None
     limit: int | None = None
     summary_limit: int | None = None
+    # Summary modes to score (verified | extractive | raw); empty: the configured SUMMARY_MODE.
+    # With several, summary variants are named "<model>/<mode>" (evals.summaries).
+    summary_modes: list[str] = field(default_factory=list)
     retrieval_only: bool = False
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     seed: int = DEFAULT_SEED
@@ -134,6 +149,9 @@ class EvalOptions:
             "max_new_tokens": self.max_new_tokens,
             "seed": self.seed,
             "summaries": bool(self.summaries),
+            "summary_modes": (list(self.summary_modes) or [get_settings().summary_mode])
+            if self.summaries
+            else [],
             "exam": bool(self.exam),
             "exam_limit": self.exam_limit,
             "answer_modes": list(self.answer_modes) or [get_settings().answer_mode],

@@ -176,10 +176,19 @@ class Assistant:
             self.llm if load_llm else self._llm, self.retriever(collection), self.settings
         )
 
-    def summarizer(self, collection: str | None = None) -> Summarizer:
+    def summarizer(
+        self,
+        collection: str | None = None,
+        mode: str | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Summarizer:
+        """The summarizer over a collection; `mode` verified | extractive | raw (default
+        SUMMARY_MODE). An extractive one never loads the model."""
         from chains.summarize import Summarizer
 
-        return Summarizer(self.llm, self.retriever(collection))
+        mode = mode or self.settings.summary_mode
+        llm = None if mode == "extractive" else self.llm  # quotes only: no model to load
+        return Summarizer(llm, self.retriever(collection), max_new_tokens, mode=mode)
 
     # Status ---------------------------------------------------------------------------------
 

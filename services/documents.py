@@ -117,6 +117,11 @@ def delete_document(source: str, root: str | None = None) -> Removed | None:
     )
 
 
+def resolve_root(root: str) -> str:
+    """An ingest root as chunks record it: `uploads` / `corpus` or a folder, made absolute."""
+    return _named_root(root, get_settings())
+
+
 def document_file(source: str) -> Path | None:
     """Where an indexed document lives on disk (its ingest root + source), if it still does."""
     chunks = document_text(source)

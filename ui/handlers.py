@@ -18,7 +18,7 @@ from chainlit.input_widget import Select, Slider
 from chainlit.utils import utc_now
 
 from core.settings import get_settings
-from services import conversation, documents, uploads
+from services import conversation, documents, summaries, uploads
 from services.admission import ServerBusyError
 from ui import welcome
 from ui.auth import ChatDataLayer, install_chat_login
@@ -29,6 +29,9 @@ from ui.render import (
     retrieval_summary,
     source_elements,
     sources_footer,
+    summary_elements,
+    summary_message,
+    summary_verification,
     verification_summary,
 )
 
@@ -294,11 +297,20 @@ async def summarize_sources(action: cl.Action) -> None:
     if result is None or not result.sources:
         await cl.Message(content="No sources to summarize for that answer.").send()
         return
-    async with cl.Step(name="Summarize sources", type="llm"):
-        summary = await asyncio.to_thread(
-            conversation.assistant().summarizer().summarize_chunks, result.sources
-        )
-    await cl.Message(content=f"**Summary of the sources**\n\n{summary.summary}").send()
+    focus = result.standalone_question or result.question
+    async with cl.Step(name="Summarize sources", type="llm") as step:
+        step.input = f"{len(result.sources)} passages of: {focus}"
+        try:  # the chunks the passages were cut from: provisions quoted, verified, cited [n]
+            summary = await asyncio.to_thread(
+                summaries.summarize_answer_sources, result.sources, focus
+            )
+        except ServerBusyError as error:
+            step.output = str(error)
+            await cl.Message(content=f"⚠️ {error}").send()
+            return
+        step.output = summary_verification(summary)
+    elements = await asyncio.to_thread(summary_elements, summary)
+    await cl.Message(content=summary_message(summary), elements=elements).send()
 
 
 @cl.action_callback("show_document")

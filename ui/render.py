@@ -42,9 +42,10 @@ SCORE_KINDS = {
 }
 
 
-def source_card(source, mode: str) -> str:
+def source_card(source, mode: str, score_note: str | None = None, cited_in: str = "answer") -> str:
     """One side panel per [n]: where the passage is, the passage quoted, then its chunk with
-    the quoted words in bold."""
+    the quoted words in bold. `score_note` says what the score measures (default: the
+    question against the passage, and the retrieval mode)."""
     score = f"{source.score:.3f}" if source.score is not None else "n/a"
     pinpoint = getattr(source, "pinpoint", None)
     lines = [f"**[{source.n}] {pinpoint or source_title(source)}**", ""]
@@ -53,10 +54,9 @@ def source_card(source, mode: str) -> str:
         lines.append(f"- Page: {source.page}")
     if source.heading:
         lines.append(f"- Heading: {source.heading}")
-    lines.append(
-        f"- Passage score: {score} (question vs passage; retrieval: {SCORE_KINDS.get(mode, mode)})"
-    )
-    lines.append("- Cited in the answer" if source.cited else "- Retrieved, not cited")
+    note = score_note or f"question vs passage; retrieval: {SCORE_KINDS.get(mode, mode)}"
+    lines.append(f"- Passage score: {score} ({note})")
+    lines.append(f"- Cited in the {cited_in}" if source.cited else "- Retrieved, not cited")
     lines += ["", "> " + source.text.replace("\n", "\n> ")]
     context = getattr(source, "context", None)
     if context:
@@ -75,9 +75,12 @@ def pdf_name(source) -> str:
     return f"{source.source} (p. {source.page})"
 
 
-def source_elements(sources, mode: str) -> list[cl.Element]:
+def source_elements(
+    sources, mode: str, score_note: str | None = None, cited_in: str = "answer"
+) -> list[cl.Element]:
     elements: list[cl.Element] = [
-        cl.Text(name=f"[{s.n}]", content=source_card(s, mode), display="side") for s in sources
+        cl.Text(name=f"[{s.n}]", content=source_card(s, mode, score_note, cited_in), display="side")
+        for s in sources
     ]
     seen: set[str] = set()
     for s in sources:
@@ -172,4 +175,37 @@ def verification_summary(result) -> str | None:
     lines += [f"- {d['text'][:200]} ({d['reason']})" for d in dropped[:8]]
     if getattr(result, "fallback", False):
         lines.append("The answer quotes the best passage instead.")
+    return "\n".join(lines)
+
+
+# Summaries ---------------------------------------------------------------------------------
+
+SUMMARY_SCORE_NOTE = "how much the passage reads as a rule: a limit, duty, prohibition, deadline"
+
+
+def summary_message(summary) -> str:
+    """The chat's "Summarize sources" reply: the cited lines, then its numbered sources."""
+    body = summary.summary or "Nothing in these sources to summarize."
+    if summary.mode == "raw":
+        body += "\n\n_(raw mode: the model's text, unverified and uncited)_"
+    return f"**Summary of the sources**\n\n{body}" + sources_footer(summary.source_records())
+
+
+def summary_elements(summary) -> list[cl.Element]:
+    """The summary's cited passages as side elements, like an answer's [n]."""
+    return source_elements(
+        summary.source_records(), "hybrid", SUMMARY_SCORE_NOTE, cited_in="summary"
+    )
+
+
+def summary_verification(summary) -> str:
+    """The summarize step's output: what was quoted, condensed and dropped, and the cost."""
+    kinds = [s.get("kind") for s in summary.sentences]
+    lines = [
+        f"{kinds.count('quote')} provision(s) quoted, {kinds.count('model')} condensed by the "
+        f"model and verified; {summary.calls} model call(s), {summary.seconds:.1f} s."
+    ]
+    if summary.dropped:
+        lines.append(f"{len(summary.dropped)} model sentence(s) not shown:")
+        lines += [f"- {d['text'][:200]} ({d['reason']})" for d in summary.dropped[:8]]
     return "\n".join(lines)

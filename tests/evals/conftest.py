@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GOLD = ROOT / "data" / "eval" / "gold.jsonl"
 SUMMARIES = ROOT / "data" / "eval" / "summaries.jsonl"
 ECFR_GOLD = ROOT / "data" / "eval" / "ecfr_gold.jsonl"
+ECFR_SUMMARIES = ROOT / "data" / "eval" / "ecfr_summaries.jsonl"  # the eCFR run's --summaries
 ECFR_EXAM = ROOT / "data" / "eval" / "ecfr_exam.jsonl"  # the eCFR run's --exam (config "exam")
 # Used only until a baseline is written: answers for a fixed subsample, short answers.
 DEFAULT_CONFIG = {
@@ -60,6 +61,8 @@ def cli_args(config: dict) -> list[str]:
         args += ["--summary-limit", str(config["summary_limit"])]
     if config.get("answer_modes"):
         args += ["--answer-modes", ",".join(config["answer_modes"])]
+    if config.get("summary_modes"):
+        args += ["--summary-modes", ",".join(config["summary_modes"])]
     if config.get("exam_limit"):
         args += ["--exam-limit", str(config["exam_limit"])]
     return args

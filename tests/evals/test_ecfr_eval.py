@@ -1,7 +1,9 @@
 """Retrieval and answers on the real eCFR text (47 CFR Parts 97 and 80 from
 ../shared/fcc-corpus), guarded by the `ecfr_gold` baseline: retrieval, and the trust
 metrics of the answer modes stored with it (citations, support, numbers, abstention), and
-the multiple-choice exam (data/eval/ecfr_exam.jsonl) when the baseline's config has `exam`;
+the multiple-choice exam (data/eval/ecfr_exam.jsonl) when the baseline's config has `exam`,
+and the summaries gold set (data/eval/ecfr_summaries.jsonl, in the config's `summary_modes`)
+when it has `summaries`;
 skipped where the shared corpus is absent."""
 
 from __future__ import annotations
@@ -9,7 +11,14 @@ from __future__ import annotations
 import pytest
 
 import evals as ev
-from tests.evals.conftest import ECFR_EXAM, ECFR_GOLD, cli_args, profile_config, run_cli
+from tests.evals.conftest import (
+    ECFR_EXAM,
+    ECFR_GOLD,
+    ECFR_SUMMARIES,
+    cli_args,
+    profile_config,
+    run_cli,
+)
 
 PROFILE = ev.baseline_profile(ECFR_GOLD)
 BASELINE = ev.load_baseline().get(PROFILE, {}).get("metrics", {})
@@ -28,6 +37,8 @@ def ecfr_run(shared_corpus, tmp_path_factory, chat_model):
         argv += ["--corpus", str(folder)]
     if config.get("exam"):  # the multiple-choice exam, when the baseline was written with it
         argv += ["--exam", str(ECFR_EXAM)]
+    if config.get("summaries"):  # the eCFR summaries gold set, when the baseline has it
+        argv += ["--summaries", str(ECFR_SUMMARIES)]
     return run_cli(argv, tmp_path_factory.mktemp("eval-ecfr"), llm=chat_model)
 
 
