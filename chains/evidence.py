@@ -55,6 +55,10 @@ W_LIST_INTRO = -0.05
 # The passage names the case the question asks about (its band, a range holding its frequency,
 # its class: chains.qualifiers), or only another case of that kind (-1 x the weight).
 W_QUALIFIER = 0.15
+# The question's adjacent content words found adjacent in the passage ("two conditions",
+# "conditions of operation"): asked for Part 15's two conditions of operation, a labelling-table
+# row sharing the loose words "part 15 ... operation ... condition" outranked § 15.5(b).
+W_PHRASE = 0.15
 # A paragraph longer than this is quoted sentence by sentence (under the same pinpoint).
 LONG_PARAGRAPH_CHARS = 240
 # A "sentence" shorter than this (a paragraph heading like "Fixed point-to-point
@@ -135,10 +139,21 @@ def _stem(word: str) -> str:
     return word
 
 
+def content_words(text: str) -> list[str]:
+    """Lowercased, lightly stemmed words and numbers, stopwords dropped, in order."""
+    words = (w.lower().replace("’", "'").removesuffix("'s") for w in _WORD.findall(text))
+    return [_stem(w) for w in words if w not in _STOPWORDS]
+
+
 def content_tokens(text: str) -> set[str]:
     """Lowercased, lightly stemmed words and numbers, stopwords dropped."""
-    words = (w.lower().replace("’", "'").removesuffix("'s") for w in _WORD.findall(text))
-    return {_stem(w) for w in words if w not in _STOPWORDS}
+    return set(content_words(text))
+
+
+def word_pairs(text: str) -> set[tuple[str, str]]:
+    """Adjacent content words (stopwords between them skipped): phrases, loosely."""
+    words = content_words(text)
+    return set(zip(words, words[1:], strict=False))
 
 
 # Passage vectors, shared by ranking and verification (same text: one encode).
@@ -606,7 +621,8 @@ def score_passages(
     amount = wants_amount(question)
     units = asked_units(question)  # a power question wants a power, not a frequency
     bound = asked_bound(question)
-    qualifiers = question_qualifiers(question)
+    qualifiers = question_qualifiers(question, abbreviations)
+    phrases = word_pairs(unnamed)
     scores = []
     for passage, cosine in zip(passages, dense, strict=True):
         text = _ranking_text(passage)
@@ -624,6 +640,7 @@ def score_passages(
             + W_BOUND * (bound is not None and bound in stated_bounds(passage.text))
             + W_LIST_INTRO * passage.text.rstrip().endswith(":")
             + W_QUALIFIER * qualifier_match(qualifiers, passage.evidence)
+            + W_PHRASE * (len(phrases & word_pairs(text)) / len(phrases) if phrases else 0.0)
         )
         passage.dense_score, passage.score = float(cosine), float(score)
         scores.append(float(score))

@@ -52,9 +52,11 @@ class Qualifiers:
     bands: set[str] = field(default_factory=set)  # "60m", "23cm"
     frequencies: list[float] = field(default_factory=list)  # Hz
     classes: set[str] = field(default_factory=set)  # "technician", "b"
+    # Terms the documents define, as (abbreviation, long form): ("SS", "spread spectrum").
+    terms: list[tuple[str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.bands or self.frequencies or self.classes)
+        return bool(self.bands or self.frequencies or self.classes or self.terms)
 
 
 def _band_key(number: str, unit: str) -> str:
@@ -95,10 +97,21 @@ def frequency_spans(text: str) -> tuple[list[float], list[tuple[float, float]]]:
     return singles, ranges
 
 
-def question_qualifiers(question: str) -> Qualifiers:
+def _names_term(text: str, abbreviation: str, long: str) -> bool:
+    return bool(re.search(rf"\b{re.escape(abbreviation)}\b", text)) or long in text.lower()
+
+
+def question_qualifiers(question: str, abbreviations: dict[str, str] | None = None) -> Qualifiers:
+    """The question's cases; with the documents' abbreviations, the defined terms it names
+    ("spread spectrum" or "SS": a passage naming either is about that case)."""
     singles, ranges = frequency_spans(question)
     frequencies = singles + [value for pair in ranges for value in pair]
-    return Qualifiers(bands=bands(question), frequencies=frequencies, classes=classes(question))
+    terms = [
+        (abbreviation, long)
+        for abbreviation, long in (abbreviations or {}).items()
+        if _names_term(question, abbreviation, long)
+    ]
+    return Qualifiers(bands(question), frequencies, classes(question), terms)
 
 
 def _frequency_match(asked: list[float], text: str) -> int:
@@ -130,6 +143,8 @@ def qualifier_match(qualifiers: Qualifiers, text: str) -> float:
         stated = classes(text)
         named = {c for c in qualifiers.classes if re.search(rf"\b{re.escape(c)}\b", text, re.I)}
         votes.append(1 if named else _set_match(qualifiers.classes, stated))
+    if qualifiers.terms:  # naming the term is a match; not naming it says nothing
+        votes.append(int(any(_names_term(text, a, long) for a, long in qualifiers.terms)))
     return sum(votes) / len(votes)
 
 

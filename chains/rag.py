@@ -262,11 +262,11 @@ def quote_passages(prepared: _Prepared) -> Verification:
     return verification
 
 
-def lead_short_answer(question: str, passages: Sequence[Passage]) -> str | None:
+def lead_short_answer(
+    question: str, passages: Sequence[Passage], abbreviations: dict[str, str]
+) -> str | None:
     """The short answer from the best passage (`chains.short_answer`), or None."""
-    if not passages:
-        return None
-    words = short_answer(question, passages[0])
+    words = short_answer(question, passages, abbreviations)
     return format_short_answer(words, passages[0]) if words else None
 
 
@@ -673,7 +673,9 @@ class RagChain:
             if prepared.mode == "extractive" or section_only:
                 prepared.sources, prepared.passages = sources, passages
                 if not section_only:
-                    prepared.short_answer = lead_short_answer(prepared.standalone, passages)
+                    prepared.short_answer = lead_short_answer(
+                        prepared.standalone, passages, self.retriever.abbreviations()
+                    )
                 return prepared
             max_new_tokens = gen.get("max_new_tokens") or self.llm.max_new_tokens
             prepared.sources, prepared.messages, cut = self.fit_context(
@@ -682,7 +684,9 @@ class RagChain:
             prepared.truncated = prepared.truncated or cut
             prepared.passages = passages[: len(prepared.sources)]
             if prepared.mode == "verified":
-                prepared.short_answer = lead_short_answer(prepared.standalone, prepared.passages)
+                prepared.short_answer = lead_short_answer(
+                    prepared.standalone, prepared.passages, self.retriever.abbreviations()
+                )
         except Exception as error:
             log.exception("RAG preparation failed")
             prepared.error = str(error)

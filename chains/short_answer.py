@@ -14,9 +14,12 @@ building amplifiers to non-amateurs, which answers "Can I build my own amplifier
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from chains.evidence import Passage
+from chains.qualifiers import qualifier_match, question_qualifiers
 from chains.quantities import Quantity, asked_units, bound_of, extract_quantities, wants_amount
+from chains.verify import QUOTE_MARGIN
 
 _HOW_MANY = re.compile(r"\bhow\s+many\s+(\w+)", re.I)
 # What follows an amount and belongs to it: "10 W PEP", "1 W EIRP", "100 W (PEP)".
@@ -42,7 +45,32 @@ def _count_text(text: str, quantity: Quantity) -> str | None:
     return f"{bound} {words}" if bound else words
 
 
-def short_answer(question: str, passage: Passage) -> str | None:
+def short_answer(
+    question: str, passages: Sequence[Passage], abbreviations: dict[str, str] | None = None
+) -> str | None:
+    """The amount the best passage states, unless a rival says otherwise: a passage scoring
+    within QUOTE_MARGIN of it (so quoted beside it) that states another amount of the asked
+    kind and fits the question's case (`chains.qualifiers`) as well. Asked the power limit of
+    a 2.4 GHz hopping system "if it uses fewer than 75" channels, the row for "at least 75"
+    (1 watt) ranked just above the row for the others (0.125 watts): no short answer then."""
+    if not passages:
+        return None
+    best = passages[0]
+    words = stated_amount(question, best)
+    if not words:
+        return None
+    qualifiers = question_qualifiers(question, abbreviations)
+    fit = qualifier_match(qualifiers, best.evidence)
+    for other in passages[1:]:
+        if other.score < best.score - QUOTE_MARGIN:
+            break
+        rival = stated_amount(question, other)
+        if rival and rival != words and qualifier_match(qualifiers, other.evidence) >= fit:
+            return None
+    return words
+
+
+def stated_amount(question: str, passage: Passage) -> str | None:
     """The amount the passage states for an amount question, in its words, or None.
 
     Only an unambiguous one: a passage stating two amounts of the asked kind gets none
@@ -51,8 +79,10 @@ def short_answer(question: str, passage: Passage) -> str | None:
     if not wants_amount(question):
         return None
     asked = {q.value for q in extract_quantities(question) if q.kind in ("quantity", "number")}
-    counting = _HOW_MANY.search(question) and asked_units(question) is None
     units = asked_units(question)
+    counting = units is None and _HOW_MANY.search(question)
+    if units is None and not counting:  # "the emission limits between 5 and 30 MHz": which?
+        return None
     for text in (passage.text, passage.evidence):  # the item's own words first, then its lead-in
         found = [q for q in extract_quantities(text) if q.value not in asked]
         if counting:
@@ -61,7 +91,7 @@ def short_answer(question: str, passage: Passage) -> str | None:
             answers = {
                 _amount_text(text, q)
                 for q in found
-                if q.kind == "quantity" and (units is None or q.unit in units)
+                if q.kind == "quantity" and q.unit in units
             }
         if answers:
             return answers.pop() if len(answers) == 1 else None

@@ -13,7 +13,7 @@ from chains.qualifiers import (
     qualifier_match,
     question_qualifiers,
 )
-from chains.short_answer import format_short_answer, short_answer
+from chains.short_answer import format_short_answer, short_answer, stated_amount
 
 # § 97.313, as published (eCFR, 2024-11-14).
 P97_313 = {
@@ -88,18 +88,32 @@ def test_the_row_for_the_asked_case_ranks_first(question, best):
 
 def test_the_short_answer_is_the_amount_in_the_passage_s_words():
     ss = passage("(j)")
-    words = short_answer("What power limit applies to a spread spectrum emission?", ss)
+    words = short_answer("What power limit applies to a spread spectrum emission?", [ss])
     assert format_short_answer(words, ss) == "At most 10 W PEP (§ 97.313(j)) [1]"
     # A list item reads its amount from its lead-in; the asked frequency is no answer.
     row = passage("(c)(1)", n=2)
-    assert short_answer("What is the maximum power on 10.140 MHz?", row) == "at most 200 W PEP"
+    assert stated_amount("What is the maximum power on 10.140 MHz?", row) == "at most 200 W PEP"
     # No amount of the asked kind, or no amount asked: no short answer.
-    assert short_answer("How long must logs be kept?", ss) is None
-    assert short_answer("Can I build my own amplifier?", ss) is None
+    assert stated_amount("How long must logs be kept?", ss) is None
+    assert stated_amount("Can I build my own amplifier?", ss) is None
+    # No kind of amount named ("limits between 5 and 30 MHz" answered "150 kHz"): none.
+    assert stated_amount("What are the limits between 5 and 30 MHz?", row) is None
     # Two amounts of the asked kind: ambiguous, no short answer (§ 80.111(a)(4)).
     calls = replace(
         ss,
         text="When a called station does not reply to a call sent three times at intervals "
         "of two minutes, the calling must cease for fifteen minutes.",
     )
-    assert short_answer("How long can I keep calling another boat?", calls) is None
+    assert stated_amount("How long can I keep calling another boat?", calls) is None
+
+
+def test_no_short_answer_when_a_close_rival_states_another_amount_for_the_same_case():
+    question = "What power limit applies on the 60 m band?"
+    sixty, other = passage("(i)", 1), passage("(d)", 2)
+    sixty.score, other.score = 1.0, 0.95
+    # (d) names another band: no rival.
+    assert short_answer(question, [sixty, other]) == "at most 100 W PEP"
+    rival = replace(other, text="No station may transmit with 50 W PEP on the 60 m band.")
+    assert short_answer(question, [sixty, rival]) is None  # same case, another amount
+    rival.score = 0.8  # not quoted beside it
+    assert short_answer(question, [sixty, rival]) == "at most 100 W PEP"
