@@ -89,9 +89,7 @@ def stated_amount(question: str, passage: Passage) -> str | None:
             answers = {w for q in found if q.kind == "number" and (w := _count_text(text, q))}
         else:
             answers = {
-                _amount_text(text, q)
-                for q in found
-                if q.kind == "quantity" and q.unit in units
+                _amount_text(text, q) for q in found if q.kind == "quantity" and q.unit in units
             }
         if answers:
             return answers.pop() if len(answers) == 1 else None
