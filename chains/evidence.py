@@ -639,7 +639,7 @@ def score_passages(
             + W_AMOUNT * (amount and states_amount(passage.evidence, units))
             + W_BOUND * (bound is not None and bound in stated_bounds(passage.text))
             + W_LIST_INTRO * passage.text.rstrip().endswith(":")
-            + W_QUALIFIER * qualifier_match(qualifiers, passage.evidence)
+            + W_QUALIFIER * qualifier_match(qualifiers, text)
             + W_PHRASE * (len(phrases & word_pairs(text)) / len(phrases) if phrases else 0.0)
         )
         passage.dense_score, passage.score = float(cosine), float(score)

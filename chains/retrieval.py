@@ -459,7 +459,7 @@ class ChunkRetriever(BaseRetriever):
             raise ValueError(f"search_type must be 'similarity' or 'mmr', not {search_type!r}")
         k = merged.k
         if k is None:
-            k = getattr(getattr(self.retriever, "settings", None), "retrieval_k", 4)
+            k = getattr(getattr(self.retriever, "settings", None), "retrieval_k", 8)
         options: dict[str, Any] = {
             "k": k,
             "filters": merged.filters,
