@@ -376,14 +376,40 @@ def _numbers(text: str) -> set[tuple]:
     }
 
 
-def is_repeat(sentence: str, kept: Sequence[str]) -> bool:
-    """A kept sentence states the same numbers and at least REPEAT_OVERLAP of this one's
-    words (of three or more): it adds nothing."""
+# Words that turn one rule into another: "Coast station frequencies above 27500 kHz" is no
+# repeat of "... below 27500 kHz" (§ 80.215(b), (c)), however alike the rest.
+_POLARITY = frozenset(
+    "above below over under more less greater fewer higher lower before after not no except "
+    "unless only minimum maximum".split()
+)
+
+
+def _polarity(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]+", text.lower()) if w in _POLARITY}
+
+
+def _sentences(text: str) -> list[str]:
+    return [text[a:b] for a, b in sentence_spans(text, min_chars=0)] or [text]
+
+
+def is_repeat(text: str, kept: Sequence[str]) -> bool:
+    """Does a sentence of `text` repeat a sentence of the kept lines? (A line of two
+    sentences that repeats one of them repeats itself in part: "... The maximum power must
+    not exceed the values listed below." after the same words in § 80.215(b).)"""
+    earlier = [sentence for line in kept for sentence in _sentences(line)]
+    return any(_repeats(sentence, earlier) for sentence in _sentences(text))
+
+
+def _repeats(sentence: str, kept: Sequence[str]) -> bool:
+    """A kept sentence states the same numbers, the same polarity words ("above", "not",
+    ...) and at least REPEAT_OVERLAP of this one's words (of three or more): it adds
+    nothing."""
     words, numbers = _normalised_words(sentence), _numbers(sentence)
     if len(words) < 3:
         return False
+    polarity = _polarity(sentence)
     for other in kept:
-        if _numbers(other) != numbers:
+        if _numbers(other) != numbers or _polarity(other) != polarity:
             continue
         if len(words & _normalised_words(other)) / len(words) >= REPEAT_OVERLAP:
             return True

@@ -67,14 +67,27 @@ def without_pinpoints(summary: str | None, labels: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+# Words that turn one rule into another ("above 27500 kHz" / "below 27500 kHz"): sentences
+# that differ in them are no repeats.
+_POLARITY = frozenset(
+    "above below over under more less greater fewer higher lower before after not no except "
+    "unless only minimum maximum".split()
+)
+
+
+def _polarity(tokens: set[str]) -> set[str]:
+    return tokens & _POLARITY
+
+
 def _body(sentence: str) -> str:
     """A summary sentence without its pinpoint label and markers."""
     return _PINPOINT.sub("", metrics.strip_citations(sentence)).strip(' "“”')
 
 
 def repeated_sentences(summary: str | None) -> int:
-    """How many sentences repeat an earlier sentence of the summary: the same numbers, and
-    REPEAT_OVERLAP of the tokens of the two together shared (Jaccard)."""
+    """How many sentences repeat an earlier sentence of the summary: the same numbers and
+    polarity words ("above", "not", ...), and REPEAT_OVERLAP of the tokens of the two
+    together shared (Jaccard)."""
     seen: list[tuple[set[str], set[str]]] = []
     repeats = 0
     for sentence in metrics.split_sentences(summary):
@@ -84,7 +97,9 @@ def repeated_sentences(summary: str | None) -> int:
             continue
         numbers = metrics.numbers_in(body)
         if any(
-            numbers == other_numbers and len(words & other) >= REPEAT_OVERLAP * len(words | other)
+            numbers == other_numbers
+            and _polarity(words) == _polarity(other)
+            and len(words & other) >= REPEAT_OVERLAP * len(words | other)
             for other, other_numbers in seen
         ):
             repeats += 1

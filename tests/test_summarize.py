@@ -308,3 +308,17 @@ def test_the_command_line_prints_cited_json(shared_corpus, tmp_path):
     assert {"summary", "sources", "dropped", "sentences", "timings", "chunks"} <= set(result)
     assert '§ 97.313(b): "No station may transmit with a transmitter power exceeding 1.5 kW PEP."' in result["summary"]  # fmt: skip
     assert [s["n"] for s in result["sources"]] == list(range(1, len(result["sources"]) + 1))
+
+
+def test_above_is_no_repeat_of_below():
+    from chains.summarize import is_repeat
+    from evals.summaries import repeated_sentences
+
+    below = "Coast stations below 27500 kHz must not exceed 1 kW."
+    above = below.replace("below", "above")
+    assert not is_repeat(above, [below]) and is_repeat(below, [below])
+    assert repeated_sentences(f"{below}\n{above}") == 0
+    # A line repeating one of its two sentences repeats (the metric counts that sentence).
+    intro = " The maximum power must not exceed the values listed below."
+    assert is_repeat(above + intro, [below + intro])
+    assert repeated_sentences(f"{below}{intro}\n{above}{intro}") == 1
