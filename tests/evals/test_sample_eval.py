@@ -38,8 +38,10 @@ def test_json_line_has_every_metric_key(sample_run):
         f"latency.base.{stage}.{stat}" for stage in ev.LATENCY_STAGES for stat in ("p50", "p95")
     }
     expected |= {f"latency.retrieval.{mode}.p50" for mode in ev.RETRIEVAL_MODES}
-    if SUMMARIES.exists():
-        expected |= {f"summary.base.{name}" for name in ev.SUMMARY_METRICS}
+    if SUMMARIES.exists():  # one summary variant per --summary-modes mode ("base" for one)
+        modes = sample_run.results["config"].get("summary_modes") or []
+        variants = [f"base/{mode}" for mode in modes] if len(modes) > 1 else ["base"]
+        expected |= {f"summary.{v}.{name}" for v in variants for name in ev.SUMMARY_METRICS}
     assert expected <= set(line), sorted(expected - set(line))
     aggregate = sample_run.results["aggregate"]
     assert set(line) == set(aggregate)
