@@ -562,7 +562,9 @@ def _ranking_text(passage: Passage) -> str:
 
 def _overlap(a: Passage, b: Passage) -> bool:
     """Do two passages quote the same words of one source (overlapping chunk windows)?"""
-    if a.source != b.source or a.page != b.page:
+    # Spans count from the start of their section: two sections of one file never overlap
+    # (comparing them dropped 22 of 39 passages of part2_equipment_authorization.xml).
+    if a.source != b.source or a.page != b.page or a.section != b.section:
         return False
     if a.source_span and b.source_span:
         shared = min(a.source_span[1], b.source_span[1]) - max(a.source_span[0], b.source_span[0])

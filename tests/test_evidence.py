@@ -326,6 +326,15 @@ def test_overlapping_windows_are_deduplicated():
     assert [p.chunk_id for p in unique] == ["c1", "c1"]
 
 
+def test_sections_of_one_file_are_never_duplicates():
+    """Spans count from each section's start: equal spans in two sections are two rules."""
+    text = "(a) The first rule of this section is here."
+    one = _chunk(text, "c1", section="2.901", source="part2.xml", char_start=0)
+    two = _chunk(text.replace("first", "other"), "c2", section="2.902", source="part2.xml",
+                 char_start=0)  # fmt: skip
+    assert len(dedupe_passages(split_passages(one) + split_passages(two))) == 2
+
+
 def test_to_dict_is_json(power_passages):
     data = json.loads(json.dumps(power_passages[5].to_dict()))
     assert set(data) >= {"text", "pinpoint", "span", "source_span", "score", "n", "quote"}
