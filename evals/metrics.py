@@ -307,6 +307,16 @@ def without_notes(answer: str | None) -> str | None:
     return "\n".join(line for line in answer.splitlines() if line.strip() != WEAK_MATCH_NOTE)
 
 
+def without_pinpoints(text: str, labels: Iterable[str]) -> str:
+    """The text without the listed sources' parenthesised pinpoints: a short answer's
+    "(§ 97.313(j))" says where its words come from; it is not one of them (scored with it, every
+    short answer "8 dBm (§ 15.247(e)) [1]" read as a sentence its passage does not back)."""
+    for label in labels:
+        if label:
+            text = text.replace(f" ({label})", "")
+    return text
+
+
 def looks_like_abstention(answer: str | None) -> bool:
     """The answer declines ("the documents do not cover ...", "I cannot answer ...")
     instead of answering; an empty answer counts as declining too."""

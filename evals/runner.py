@@ -232,7 +232,8 @@ def score_answer(item: GoldItem, listed: Sequence[Any], raw: str, result: Any) -
         scores["cited_answer_rate"] = float(bool(numbers))
         if item.answerable:
             scores["citation_precision"] = metrics.citation_precision(claims, keys, item.sections)
-        grounded = metrics.groundedness(claims, texts, GROUNDED_THRESHOLD)
+        sentences = metrics.without_pinpoints(claims, labels)
+        grounded = metrics.groundedness(sentences, texts, GROUNDED_THRESHOLD)
         scores["grounded_cited"] = grounded["grounded_cited"]
         scores["grounded_retrieved"] = grounded["grounded_retrieved"]
         unsupported = metrics.unsupported_numbers(claims, [*texts, *labels, item.question])
@@ -242,7 +243,7 @@ def score_answer(item: GoldItem, listed: Sequence[Any], raw: str, result: Any) -
         scores["cited_valid_rate"] = float(
             bool(numbers) and all(1 <= n <= len(listed) for n in numbers)
         )
-        backed = metrics.cited_support(claims, texts, item.question, labels, GROUNDED_THRESHOLD)
+        backed = metrics.cited_support(sentences, texts, item.question, labels, GROUNDED_THRESHOLD)
         record["uncited_numbers"] = backed["uncited_numbers"]
         scores["supported_sentence_rate"] = backed["supported_sentence_rate"]
         scores["uncited_number_rate"] = float(bool(backed["uncited_numbers"]))

@@ -334,3 +334,16 @@ def test_percentile_matches_linear_interpolation():
 def test_latency_summary():
     summary = m.latency_summary([1.0, None, 3.0])
     assert summary == {"p50": 2.0, "p95": pytest.approx(2.9), "mean": 2.0}
+
+
+def test_a_short_answer_is_scored_without_its_pinpoint():
+    from evals import metrics
+
+    passage = "For digitally modulated systems, the power spectral density may not exceed 8 dBm."
+    answer = f'8 dBm (§ 15.247(e)) [1]\n§ 15.247(e): "{passage}" [1]'
+    labels = ["§ 15.247(e)"]
+    claims = metrics.without_pinpoints(answer, labels)
+    assert claims.splitlines()[0] == "8 dBm [1]"
+    assert metrics.cited_support(claims, [passage], "", labels)["supported_sentence_rate"] == 1
+    # Scored with the pinpoint, the short line read as a sentence its passage does not back.
+    assert metrics.cited_support(answer, [passage], "", labels)["supported_sentence_rate"] < 1
