@@ -695,6 +695,7 @@ def choose_passages(
     threshold: float,
     margin: float,
     embedder=None,
+    abbreviations: dict[str, str] | None = None,
 ) -> tuple[list[Passage], float | None]:
     """The evidence a RAG answer is given: the passages of the retrieved chunks (best chunk
     first: its rank counts, `rank_passages`' chunk_order) ranked for the question, the best
@@ -702,7 +703,8 @@ def choose_passages(
     best is below `threshold`. Returns (passages best first, the best score or None).
 
     One choice for serving (`chains.rag`) and training (`finetune data from-corpus`), so an
-    adapter trains on the evidence it will be served.
+    adapter trains on the evidence it will be served; `abbreviations`: the collection's
+    (`Retriever.abbreviations`), as the chain ranks with them.
     """
     chunks = list(chunks)
     ranked = rank_passages(
@@ -711,6 +713,7 @@ def choose_passages(
         embedder,
         k=k,
         chunk_order=[getattr(chunk, "id", None) for chunk in chunks],
+        abbreviations=abbreviations,
     )
     best = ranked[0].score if ranked else None
     if best is None or best < threshold:

@@ -182,6 +182,7 @@ def build_corpus_examples(
             k=settings.evidence_passages,
             threshold=settings.passage_threshold,
             margin=settings.passage_margin,
+            abbreviations=retriever.abbreviations(),
         )
         abstain = rng.random() < abstain_ratio
         if abstain:
