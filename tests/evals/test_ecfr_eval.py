@@ -25,7 +25,10 @@ BASELINE = ev.load_baseline().get(PROFILE, {}).get("metrics", {})
 RETRIEVAL_BASELINE = {key: entry for key, entry in BASELINE.items() if key.startswith("retrieval.")}
 ANSWER_BASELINE = {key: entry for key, entry in BASELINE.items() if key.startswith("answer.")}
 
-pytestmark = pytest.mark.slow
+# One evaluation run shared by the module (its fixture): the gold set in two answer modes, 60
+# exam items in two modes and 24 summaries, about 15 minutes on 2 cores; pytest's default
+# --timeout (900 s) counts that setup against the module's first test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,9 @@ from tests.evals.conftest import GOLD, SUMMARIES
 PROFILE = ev.baseline_profile(GOLD)
 BASELINE = ev.load_baseline().get(PROFILE, {}).get("metrics", {})
 
-pytestmark = pytest.mark.slow
+# The shared evaluation run (conftest's sample_run: answers and 10 summaries) is set up inside
+# the first test, within pytest's --timeout (900 s); it can take longer on a loaded machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def test_cli_succeeds_and_writes_its_outputs(sample_run):
