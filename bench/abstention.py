@@ -3,7 +3,7 @@ below which an answer opens with the weak-match note (PASSAGE_CONFIDENT).
 
     python -m bench.abstention [--out bench/results]
 
-For every gold item of the sample set (over data/corpus) and of the eCFR set (over
+For every gold item of the sample set (over data/samples) and of the eCFR set (over
 ../shared/fcc-corpus Parts 97 and 80, when present), the chain's own retrieval and passage
 ranking (`RagChain.retrieve_only`, no model) gives the best passage's score. Over a grid of
 thresholds it reports abstention on unanswerable items and false abstention on answerable
@@ -30,7 +30,7 @@ from core.settings import PROJECT_ROOT, get_settings
 
 FCC = PROJECT_ROOT.parent / "shared" / "fcc-corpus"
 SETS = {
-    "sample": (PROJECT_ROOT / "data" / "eval" / "gold.jsonl", [PROJECT_ROOT / "data" / "corpus"]),
+    "sample": (PROJECT_ROOT / "data" / "eval" / "gold.jsonl", [PROJECT_ROOT / "data" / "samples"]),
     "ecfr": (
         PROJECT_ROOT / "data" / "eval" / "ecfr_gold.jsonl",
         [FCC / "part97" / "txt", FCC / "part80" / "txt"],

@@ -10,7 +10,7 @@ own embedded Qdrant store (`<QDRANT_PATH or --work/qdrant>/<embedder>`, emptied 
 --reuse, so the ingest is a first ingest), and measures:
 
 - cost on this machine: the first ingest of the eCFR gold set's corpus (../shared/fcc-corpus
-  Parts 97 + 80, ~1,260 chunks) and of data/corpus, in chunks/s of wall and CPU time; the
+  Parts 97 + 80, ~1,260 chunks) and of data/samples, in chunks/s of wall and CPU time; the
   query encode latency (`Retriever.embed_query`, one question at a time, every gold question
   of both sets); and the evidence ranking's encode of 60 short passages (~40 tokens, real
   eCFR passages) with a cold cache, as `chains.evidence.encode_texts` does per question, and
@@ -663,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _title(name: str) -> str:
-    return "eCFR Parts 97 + 80" if name == "ecfr" else "Sample corpus (data/corpus)"
+    return "eCFR Parts 97 + 80" if name == "ecfr" else "Sample corpus (data/samples)"
 
 
 def render(results: dict) -> str:

@@ -9,13 +9,13 @@ evals` (`prepare`, `slices`, `run_retrieval`, `scores` below, shared with
 (EMBEDDING_MODEL=<folder>, its own QDRANT_PATH):
 
 - `base`: the bundled all-MiniLM-L6-v2;
-- `sample-trained`: fine-tuned on data/corpus only (the only kind that may be shipped);
+- `sample-trained`: fine-tuned on data/samples only (the only kind that may be shipped);
 - `fcc-trained (experiment)`: "train on your own corpus", fine-tuned on ../shared/fcc-corpus
   Parts 97 + 80 themselves, the corpus of the eCFR gold set. A labelled experiment only: its
   gain on the eCFR set is in-domain (the gold questions are hand-written, not generated, but
   the documents are the training documents); never shipped, never a default.
 
-Gold sets: data/eval/gold.jsonl over data/corpus, data/eval/ecfr_gold.jsonl over the eCFR
+Gold sets: data/eval/gold.jsonl over data/samples, data/eval/ecfr_gold.jsonl over the eCFR
 Parts (skipped when ../shared/fcc-corpus is absent), with its slices (original, colloquial,
 blind). The models are written under --work (never committed). Writes embeddings.md and
 embeddings.json.
@@ -42,7 +42,7 @@ SETS = {
         PROJECT_ROOT / "data" / "eval" / "ecfr_gold.jsonl",
         [FCC / "part97" / "txt", FCC / "part80" / "txt"],
     ),
-    "sample": (PROJECT_ROOT / "data" / "eval" / "gold.jsonl", [PROJECT_ROOT / "data" / "corpus"]),
+    "sample": (PROJECT_ROOT / "data" / "eval" / "gold.jsonl", [PROJECT_ROOT / "data" / "samples"]),
 }
 # Colloquial eCFR questions written after the (since removed) query-expansion glossary was
 # frozen, never used to tune anything: the "blind" slice.
@@ -111,7 +111,7 @@ def _cell(values: dict) -> str:
 
 
 VARIANTS = ("base", "sample-trained", "fcc-trained (experiment)")
-SAMPLE_CORPUS = [PROJECT_ROOT / "data" / "corpus"]
+SAMPLE_CORPUS = [PROJECT_ROOT / "data" / "samples"]
 FCC_CORPUS = [FCC / "part97" / "txt", FCC / "part80" / "txt"]
 SHOWN_MODES = ("dense", "hybrid")
 
@@ -254,7 +254,7 @@ def render(results: dict) -> str:
         "in all, training included.",
         "",
         "Variants: `base` is the bundled all-MiniLM-L6-v2; `sample-trained` is fine-tuned by "
-        "`python -m finetune embeddings --corpus data/corpus` (the only kind that may be shipped "
+        "`python -m finetune embeddings --corpus data/samples` (the only kind that may be shipped "
         "or made a default; it is neither); `fcc-trained (experiment)` is the labelled "
         "experiment *train on your own corpus*: fine-tuned on ../shared/fcc-corpus Parts 97 + 80 "
         "themselves, the eCFR set's corpus, so its eCFR numbers are in-domain (the gold "
@@ -266,7 +266,7 @@ def render(results: dict) -> str:
     names = [n for n in SETS if any(n in v for v in variants.values())]
     for name in names:
         first = next(v[name] for v in variants.values() if name in v)
-        title = "eCFR Parts 97 + 80" if name == "ecfr" else "Sample corpus (data/corpus)"
+        title = "eCFR Parts 97 + 80" if name == "ecfr" else "Sample corpus (data/samples)"
         lines += [
             f"## {title}: {first['chunks']} chunks (base); "
             + ", ".join(f"{k} {v}" for k, v in first["slices"].items()),

@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-SAMPLE_CORPUS = ROOT / "data" / "corpus"
+SAMPLE_CORPUS = ROOT / "data" / "samples"
 GOLD = ROOT / "data" / "eval" / "gold.jsonl"
 CHAT_PROMPT = (
     "Explain in a few sentences what the FCC regulates and why radio equipment needs authorization."

@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from ingest.pipeline import ingest_paths
 
-            sample = Path(__file__).resolve().parent.parent / "data" / "corpus"
+            sample = Path(__file__).resolve().parent.parent / "data" / "samples"
             ingest_paths(
                 [sample], collection="bench_sample", progress=False, settings=_settings(store)
             )

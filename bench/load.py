@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_CORPUS = ROOT / "data" / "corpus"
+SAMPLE_CORPUS = ROOT / "data" / "samples"
 RESULTS = ROOT / "bench" / "results"
 
 QUESTIONS = [

@@ -4,7 +4,7 @@
         [--skip-quality] [--skip-scale] [--out bench/results]
 
 Quality: the gold sets of `bench.embeddings` (`SETS`: the eCFR gold set over
-../shared/fcc-corpus Parts 97 + 80, the sample gold set over data/corpus) are ingested once
+../shared/fcc-corpus Parts 97 + 80, the sample gold set over data/samples) are ingested once
 through the real pipeline; their points (the real chunks, the real MiniLM vectors, the real
 payload) are then written into a fresh collection per engine and keyword model, and
 `evals.runner.evaluate_retrieval` scores `Retriever.search(k=4)` in dense, BM25 and hybrid
@@ -500,7 +500,7 @@ def render(results: dict) -> str:
         lines += ["![latency by size](store-engines.png)", ""]
     for set_name, per_engine in results.get("quality", {}).items():
         first = next(iter(next(iter(per_engine.values())).values()))
-        title = "eCFR Parts 97 + 80" if set_name == "ecfr" else "Sample corpus (data/corpus)"
+        title = "eCFR Parts 97 + 80" if set_name == "ecfr" else "Sample corpus (data/samples)"
         lines += [
             f"## Quality: {title}, {first['chunks']} chunks, {first['items']} answerable items",
             "",

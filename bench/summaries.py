@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.settings import PROJECT_ROOT, get_settings
+from core.settings import PROJECT_ROOT, SAMPLE_CORPUS, get_settings
 
 FCC = PROJECT_ROOT.parent / "shared" / "fcc-corpus"
 ECFR_GOLD = PROJECT_ROOT / "data" / "eval" / "ecfr_summaries.jsonl"
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.ecfr_collection:
                 ingest_paths(corpus, collection=ecfr, progress=False)
             if not args.sample_collection:
-                ingest_paths([settings.corpus_path], collection=sample, progress=False)
+                ingest_paths([SAMPLE_CORPUS], collection=sample, progress=False)
             adapter = None if args.base else settings.local_adapter_path
             llm = QLoRAChatModel.load(adapter_path=adapter or None, temperature=0.0)
             results = {}

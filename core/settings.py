@@ -6,10 +6,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The team-written sample documents (restatements of Parts 1, 2, 15 and KDB guidance in every
+# loader's format): loader fixtures and the sample gold set's corpus (data/eval/gold.jsonl),
+# never the default corpus. Opt in with CORPUS_DIR=data/samples (or CORPUS_PATH).
+SAMPLE_CORPUS = PROJECT_ROOT / "data" / "samples"
 
 Quantization = Literal["auto", "4bit", "8bit", "none"]
 RetrievalMode = Literal["dense", "hybrid", "bm25"]
@@ -26,7 +30,11 @@ class Settings(BaseSettings):
     # Paths
     data_dir: Path = PROJECT_ROOT / "data"
     cache_dir: Path = PROJECT_ROOT / ".cache"
-    corpus_dir: Path | None = None  # default: <data_dir>/corpus
+    # What `make run` indexes; default <data_dir>/corpus: the eCFR text of 47 CFR Parts 97 and
+    # 80 (data/corpus/ecfr/SOURCES.md). CORPUS_DIR or CORPUS_PATH.
+    corpus_dir: Path | None = Field(
+        None, validation_alias=AliasChoices("corpus_dir", "corpus_path")
+    )
     checkpoints_dir: Path | None = None  # default: <data_dir>/checkpoints
 
     # Qdrant: a server (QDRANT_URL, or QDRANT_HOST + QDRANT_PORT) or the embedded store.

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--corpus",
         type=Path,
         action="append",
-        help="folder(s) to ingest into the evaluation collection (default: the sample corpus); repeat for several",
+        help="folder(s) to ingest into the evaluation collection (default: the sample corpus, data/samples); repeat for several",
     )
     parser.add_argument(
         "--collection", help="evaluate an existing collection instead of ingesting --corpus"

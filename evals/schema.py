@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core.settings import PROJECT_ROOT, get_settings
+from core.settings import PROJECT_ROOT, SAMPLE_CORPUS, get_settings
 
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
 ANSWER_MODES = ("verified", "extractive", "raw")
@@ -113,7 +113,8 @@ class EvalOptions:
         return EvalOptions(
             **{
                 **asdict(self),
-                "corpus": self.corpus or [settings.corpus_path],
+                # The sample gold set's corpus, not the served one (the eCFR text).
+                "corpus": self.corpus or [SAMPLE_CORPUS],
                 "k": self.k or settings.retrieval_k,
                 "mode": self.mode or settings.retrieval_mode,
             }

@@ -2,12 +2,12 @@
 """Generate the PDF and DOCX documents of the sample FCC corpus.
 
 The source text of every generated document lives in this script, so that
-``data/corpus/`` holds only ingestable documents.  The output is
+``data/samples/`` holds only ingestable documents.  The output is
 deterministic: running the script twice gives byte-identical files
 (reportlab ``invariant=1``; fixed DOCX core properties and zip timestamps).
 
 Usage:
-    .venv/bin/python scripts/make_sample_docs.py [--out data/corpus]
+    .venv/bin/python scripts/make_sample_docs.py [--out data/samples]
 
 The documents are illustrative restatements written in the style of FCC
 Knowledge Database (KDB) publications.  They are not official KDB text.
@@ -25,7 +25,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "data" / "corpus"
+DEFAULT_OUT = ROOT / "data" / "samples"
 
 # Fixed timestamp used for DOCX metadata and zip entries.
 FIXED_DATE = dt.datetime(2024, 1, 15, 9, 0, 0)
@@ -855,7 +855,7 @@ def build_docx(doc: dict, out_dir: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="output directory (default: data/corpus)"
+        "--out", type=Path, default=DEFAULT_OUT, help="output directory (default: data/samples)"
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

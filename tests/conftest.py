@@ -13,7 +13,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CORPUS = ROOT.parent / "shared" / "fcc-corpus"
-SAMPLE_CORPUS = ROOT / "data" / "corpus"
+# The team-written sample documents (every loader's format; the sample gold set's corpus).
+SAMPLE_CORPUS = ROOT / "data" / "samples"
+# The default corpus: 47 CFR Parts 97 and 80, eCFR XML (data/corpus/ecfr/SOURCES.md).
+ECFR_CORPUS = ROOT / "data" / "corpus" / "ecfr"
 TEST_COLLECTION = "test_corpus"
 
 # Before anything reads the settings: tests never touch the app's own store or uploads.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "data" / "corpus"
+SAMPLE = ROOT / "data" / "samples"
 FILES = ["part15_unintentional_radiators.md", "part15_labelling.html"]
 ON_TOPIC = (
     "What is the radiated emission limit for a Class B digital device between 88 and 216 MHz?"

@@ -117,8 +117,8 @@ def test_generated_pairs_cite_their_own_passage_at_varying_positions(corpus_coll
     qa = tmp_path / "docs.csv"
     build_docs_qa(
         [
-            ROOT / "data" / "corpus" / "part2_equipment_authorization.xml",
-            ROOT / "data" / "corpus" / "part15_definitions.txt",
+            ROOT / "data" / "samples" / "part2_equipment_authorization.xml",
+            ROOT / "data" / "samples" / "part15_definitions.txt",
         ],
         qa,
         progress=False,

@@ -1,6 +1,6 @@
 """`python -m finetune embeddings`: a real (small) fine-tuning run of the embedder on CPU.
 
-Three documents of data/corpus, 1 epoch, batch 4, at most 16 pairs: well under two minutes on
+Three documents of data/samples, 1 epoch, batch 4, at most 16 pairs: well under two minutes on
 two cores. The output folder must load as EMBEDDING_MODEL does (a sentence-transformers
 folder), carry training_info.json, and the training questions' positive chunks must rank at
 least as high as before (or the loss fell). A malformed --qa row is one line naming its line.
@@ -24,7 +24,7 @@ DOCS = ("part15_definitions.txt", "part15_conducted_limits.txt", "part15_general
 def small_corpus(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("corpus")
     for name in DOCS:
-        shutil.copy(ROOT / "data" / "corpus" / name, folder / name)
+        shutil.copy(ROOT / "data" / "samples" / name, folder / name)
     return folder
 
 

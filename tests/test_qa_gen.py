@@ -20,7 +20,7 @@ from finetune.qa_gen import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "data" / "corpus"
+CORPUS = ROOT / "data" / "samples"
 
 
 def _normal(text: str) -> str:

@@ -1,5 +1,5 @@
 """The same store behaviour on both embedded engines (STORE_ENGINE=edge | local), on real
-files from data/corpus through the real pipeline and retriever: upsert, idempotent
+files from data/samples through the real pipeline and retriever: upsert, idempotent
 re-ingest, replace, delete by source, count, list sources, dense / keyword / hybrid search,
 the keyword model in the chunk signature, the folder lock, and points that move between
 engines unchanged."""
