@@ -318,6 +318,10 @@ class DocumentOut(BaseModel):
     chunks: int
     doc_type: str | None = None
     title: str | None = None
+    part: str | None = Field(None, description="The CFR part, where the document states one.")
+    as_of: str | None = Field(
+        None, description="The text's point-in-time date (eCFR), where its source states one."
+    )
 
 
 class FeedbackRequest(BaseModel):

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         if retriever.count() == 0:
             print(
                 f"error: collection {retriever.collection!r} is empty or missing; ingest first: "
-                "python -m ingest data/corpus",
+                "make corpus (or python -m ingest data/corpus)",
                 file=sys.stderr,
             )
             return 1

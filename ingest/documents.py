@@ -32,3 +32,6 @@ class LoadedFile:
     title: str
     segments: list[Segment] = field(default_factory=list)
     markdown_headings: bool = False  # lines starting with '#' are headings (md, html, docx)
+    # The text's point-in-time date ("2024-11-14") where the source states one (eCFR XML:
+    # its download path, or the SOURCES.md beside it); every chunk records it.
+    as_of: str | None = None

@@ -3,6 +3,11 @@
 Works on a whole eCFR download (`DIV5` part > `DIV6` subpart > [`DIV7` subject group] >
 `DIV8` section) and on a single `DIV8` fragment. Block elements become paragraphs and table
 rows become `cell | cell` lines, like the text rendering of the shared FCC corpus.
+
+The point-in-time date (`LoadedFile.as_of`) comes from the file's eCFR path
+(`/on/2024-11-14/title-47/...`) where it holds a date, else from a `SOURCES.md` in the file's
+folder or the two above it, on a line naming the "point-in-time date" (data/corpus/ecfr/).
+eCFR downloads often carry the placeholder `_SUBSTITUTE_DATE_` instead: no date is guessed.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ _PARAGRAPH_TAGS = {"HEAD", "P", "FP", "CITA", "HED", "PSPACE", "CAPTION", "HD1",
 _SKIP_TAGS = {"FTREF"}
 _SPACES = re.compile(r"\s+")
 _PART_IN_NAME = re.compile(r"\bpart\s+(\d+)\b", re.IGNORECASE)
+_DATE_IN_PATH = re.compile(rb"/on/(\d{4}-\d{2}-\d{2})/")
+_DATE_IN_SOURCES = re.compile(r"point-in-time date\W*(\d{4}-\d{2}-\d{2})", re.IGNORECASE)
+SOURCES_NOTE = "SOURCES.md"  # provenance beside a corpus (never indexed: ingest.pipeline)
+_SOURCES_LEVELS = 3  # the file's folder and the two above it
 
 
 def _clean(text: str) -> str:
@@ -121,6 +130,27 @@ def _parse(data: bytes) -> etree._Element:
             raise SkipFile(f"not well-formed XML ({second})") from second
 
 
+def _date_in_sources(folder: Path) -> str | None:
+    note = folder / SOURCES_NOTE
+    try:
+        match = _DATE_IN_SOURCES.search(note.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+    return match.group(1) if match else None
+
+
+def point_in_time(path: Path, data: bytes) -> str | None:
+    """The eCFR point-in-time date of this file, or None where nothing states it."""
+    match = _DATE_IN_PATH.search(data)
+    if match:
+        return match.group(1).decode()
+    for folder in list(path.resolve().parents)[:_SOURCES_LEVELS]:
+        found = _date_in_sources(folder)
+        if found:
+            return found
+    return None
+
+
 def load_ecfr_xml(path: Path, data: bytes) -> LoadedFile:
     root = _parse(data)
     divisions = [
@@ -158,4 +188,6 @@ def load_ecfr_xml(path: Path, data: bytes) -> LoadedFile:
         title = segments[0].heading or path.stem
     else:
         title = path.stem
-    return LoadedFile(doc_type="ecfr_xml", title=title, segments=segments)
+    return LoadedFile(
+        doc_type="ecfr_xml", title=title, segments=segments, as_of=point_in_time(path, data)
+    )

@@ -43,6 +43,7 @@ from core.store import (
 )
 from ingest.chunking import Chunk, Chunker
 from ingest.documents import SkipFile
+from ingest.ecfr import SOURCES_NOTE
 from ingest.loaders import LOADERS, UNSUPPORTED_HINTS, load_file
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,13 @@ def sha256_hex(data: bytes) -> str:
 
 
 def _ignored_name(name: str) -> bool:
-    return name.startswith((".", "~$", "~lock")) or name.endswith(("~", ".tmp", ".part"))
+    return (
+        name.startswith((".", "~$", "~lock"))
+        or name.endswith(("~", ".tmp", ".part"))
+        # A folder's provenance note (data/corpus/ecfr/SOURCES.md) is about the documents,
+        # not one of them: an answer must never cite it as FCC text.
+        or name.lower() == SOURCES_NOTE.lower()
+    )
 
 
 # Finding files ---------------------------------------------------------------------------------
@@ -214,8 +221,11 @@ def _source_filter(root: str, source: str) -> models.Filter:
 class _Writer:
     """Embeds chunks in large groups and upserts them in batches."""
 
-    def __init__(self, client, collection: str, settings: Settings, recreate: bool):
+    def __init__(
+        self, client, collection: str, settings: Settings, recreate: bool, progress: bool = False
+    ):
         self.client = client
+        self.progress = progress
         self.collection = collection
         self.settings = settings
         self.recreate = recreate
@@ -277,6 +287,7 @@ class _Writer:
         doc_type: str,
         chunks: list[Chunk],
         replaces: set[str] | None = None,
+        as_of: str | None = None,
     ):
         """Queue a file's chunks; `replaces`: the point ids of its stored version, deleted
         after the flush that writes these (all of a file's chunks go in one flush)."""
@@ -299,6 +310,7 @@ class _Writer:
                 "file_hash": file_hash,
                 "doc_type": doc_type,
                 "title": title,
+                "as_of": as_of,
                 "root": item.root.as_posix(),
                 "chunking": self.chunking_signature,
             }
@@ -317,7 +329,8 @@ class _Writer:
             batch_size=self.settings.embed_batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
-            show_progress_bar=False,
+            # The file bar waits while a group is embedded (a first ingest: minutes on a CPU).
+            show_progress_bar=self.progress,
         )
         points = [
             models.PointStruct(
@@ -394,7 +407,7 @@ def ingest_paths(
     report.files_seen += len(files)
     client = get_client(settings)
     with _write_lock:
-        writer = _Writer(client, collection, settings, recreate)
+        writer = _Writer(client, collection, settings, recreate, progress)
         if recreate:
             writer.ensure()
         stored = (
@@ -456,6 +469,7 @@ def _ingest_files(files, stored, writer: _Writer, report: IngestReport, progress
             loaded.doc_type,
             chunks,
             replaces=previous.ids if previous else None,
+            as_of=loaded.as_of,
         )
         chunks_total += len(chunks)
         bar.set_postfix(chunks=chunks_total, refresh=False)
@@ -512,8 +526,9 @@ def delete_source(
 def list_sources(
     collection: str | None = None, settings: Settings | None = None, by_root: bool = False
 ) -> list[dict]:
-    """One entry per ingested source: {source, chunks, doc_type, title, root, file_hash},
-    sorted by source. `root` and `file_hash` are None where the source's chunks disagree
+    """One entry per ingested source: {source, chunks, doc_type, title, root, file_hash,
+    part, as_of}, sorted by source. `root`, `file_hash`, `part` (the CFR part) and `as_of`
+    (the text's point-in-time date) are None where the source's chunks disagree
     (the same source under two roots; old and new chunks while a re-ingest is under way).
     by_root=True: one entry per (root, source) instead, sorted by root then source."""
     settings = settings or get_settings()
@@ -522,7 +537,8 @@ def list_sources(
     if not client.collection_exists(collection):
         return []
     fields = [
-        f"{METADATA_KEY}.{name}" for name in ("source", "doc_type", "title", "root", "file_hash")
+        f"{METADATA_KEY}.{name}"
+        for name in ("source", "doc_type", "title", "root", "file_hash", "part", "as_of")
     ]
     sources: dict[tuple, dict] = {}
     for record in _scroll(client, collection, None, fields):
@@ -544,10 +560,12 @@ def list_sources(
                 "title": meta.get("title"),
                 "root": meta.get("root"),
                 "file_hash": meta.get("file_hash"),
+                "part": meta.get("part"),
+                "as_of": meta.get("as_of"),
             },
         )
         entry["chunks"] += 1
-        for name in ("root", "file_hash"):
+        for name in ("root", "file_hash", "part", "as_of"):
             if entry[name] != meta.get(name):
                 entry[name] = None
     return [

@@ -53,6 +53,18 @@ def document_chunks(source: str) -> list[dict]:
     return document_text(source)
 
 
+def as_of_dates(sources) -> dict[str, str]:
+    """{source: its text's point-in-time date} for those of `sources` whose chunks state one
+    (eCFR XML ingested beside a SOURCES.md naming it, data/corpus/ecfr/)."""
+    dates: dict[str, str] = {}
+    for source in dict.fromkeys(s for s in sources if s):
+        chunks = document_text(source)
+        found = {(c.get("metadata") or {}).get("as_of") for c in chunks} - {None}
+        if len(found) == 1:
+            dates[source] = found.pop()
+    return dates
+
+
 def document_roots(source: str) -> list[str]:
     """The ingest roots the name is indexed under, sorted."""
     roots = {(c.get("metadata") or {}).get("root") for c in document_text(source)}
