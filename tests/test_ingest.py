@@ -400,16 +400,23 @@ def test_ecfr_download_one_segment_per_section(shared_corpus):
     assert appendix.heading.startswith("Appendix 2 to Part 97")
 
 
-def test_ecfr_fragment_and_header_files(shared_corpus):
-    from ingest.documents import SkipFile
+def test_ecfr_fragment_file():
     from ingest.loaders import load_file
+    from tests.conftest import ECFR_CORPUS
 
-    fragment = shared_corpus / "part97" / "xml" / "97.305.xml"
+    # The default corpus's copy: the same bytes as the shared corpus's part97/xml/97.305.xml.
+    fragment = ECFR_CORPUS / "part97" / "97.305.xml"
     loaded = load_file(fragment, fragment.read_bytes())
     assert len(loaded.segments) == 1
     segment = loaded.segments[0]
     assert (segment.section, segment.part, segment.subpart) == ("97.305", "97", None)
     assert "2200 m | Entire band | RTTY, data | (f)(3)." in segment.text
+
+
+def test_ecfr_header_file(shared_corpus):
+    from ingest.documents import SkipFile
+    from ingest.loaders import load_file
+
     header = shared_corpus / "part97" / "_part97_header.xml"
     with pytest.raises(SkipFile, match="not an eCFR"):
         load_file(header, header.read_bytes())

@@ -249,7 +249,7 @@ async def answer(question: str) -> None:
     if checked:  # the draft's unsupported sentences: a details view, never answer text
         async with cl.Step(name="Verification", type="tool", parent_id=step.id) as verify_step:
             verify_step.output = checked
-    reply.content = (result.answer or "") + sources_footer(result.sources)
+    reply.content = (result.answer or "") + await asyncio.to_thread(sources_footer, result.sources)
     reply.elements = await asyncio.to_thread(source_elements, result.sources, mode)
     reply.actions = answer_actions(reply.id, result.sources)
     await reply.send()
@@ -310,7 +310,8 @@ async def summarize_sources(action: cl.Action) -> None:
             return
         step.output = summary_verification(summary)
     elements = await asyncio.to_thread(summary_elements, summary)
-    await cl.Message(content=summary_message(summary), elements=elements).send()
+    content = await asyncio.to_thread(summary_message, summary)
+    await cl.Message(content=content, elements=elements).send()
 
 
 @cl.action_callback("show_document")

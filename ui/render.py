@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import chainlit as cl
 
-from services.documents import document_file
+from services.documents import as_of_dates, document_file
+
+ECFR_NOTE = "not an official legal edition"
 
 
 def source_title(source) -> str:
@@ -42,14 +44,29 @@ SCORE_KINDS = {
 }
 
 
-def source_card(source, mode: str, score_note: str | None = None, cited_in: str = "answer") -> str:
-    """One side panel per [n]: where the passage is, the passage quoted, then its chunk with
-    the quoted words in bold. `score_note` says what the score measures (default: the
-    question against the passage, and the retrieval mode)."""
+def _dates(sources) -> dict[str, str]:
+    try:
+        return as_of_dates(s.source for s in sources)
+    except Exception:  # the store is down: the sources still render, without dates
+        return {}
+
+
+def source_card(
+    source,
+    mode: str,
+    score_note: str | None = None,
+    cited_in: str = "answer",
+    as_of: str | None = None,
+) -> str:
+    """One side panel per [n]: where the passage is, its text's date (eCFR), the passage
+    quoted, then its chunk with the quoted words in bold. `score_note` says what the score
+    measures (default: the question against the passage, and the retrieval mode)."""
     score = f"{source.score:.3f}" if source.score is not None else "n/a"
     pinpoint = getattr(source, "pinpoint", None)
     lines = [f"**[{source.n}] {pinpoint or source_title(source)}**", ""]
     lines.append(f"- File: {source.source}")
+    if as_of:
+        lines.append(f"- Text: eCFR as of {as_of} ({ECFR_NOTE})")
     if source.page:
         lines.append(f"- Page: {source.page}")
     if source.heading:
@@ -78,8 +95,13 @@ def pdf_name(source) -> str:
 def source_elements(
     sources, mode: str, score_note: str | None = None, cited_in: str = "answer"
 ) -> list[cl.Element]:
+    dates = _dates(sources)
     elements: list[cl.Element] = [
-        cl.Text(name=f"[{s.n}]", content=source_card(s, mode, score_note, cited_in), display="side")
+        cl.Text(
+            name=f"[{s.n}]",
+            content=source_card(s, mode, score_note, cited_in, dates.get(s.source)),
+            display="side",
+        )
         for s in sources
     ]
     seen: set[str] = set()
@@ -94,8 +116,13 @@ def source_elements(
 
 
 def sources_footer(sources) -> str:
+    """The numbered sources under an answer; where they quote eCFR text, its date once."""
     if not sources:
         return ""
+    dates = sorted(set(_dates(sources).values()))
+    header = "**Sources**"
+    if dates:
+        header += f" (eCFR as of {' and '.join(dates)}; {ECFR_NOTE})"
     lines = []
     for s in sources:
         # "file (p. N)" is also the name of the PDF element: it links to the page.
@@ -106,7 +133,7 @@ def sources_footer(sources) -> str:
         elif s.section:
             title += f" · § {s.section}"
         lines.append(f"[{s.n}] {title}" + ("" if s.cited else " (not cited)"))
-    return "\n\n**Sources**  \n" + "  \n".join(lines)
+    return f"\n\n{header}  \n" + "  \n".join(lines)
 
 
 def answer_actions(message_id: str, sources) -> list[cl.Action]:

@@ -1,12 +1,18 @@
-"""What the chat opens on: a welcome line saying what is indexed (documents, chunks, model,
-adapter) and starter questions drawn from the indexed documents' section headings.
+"""What the chat opens on: a welcome line saying what is indexed (documents, chunks, the CFR
+parts and their eCFR date where the documents state them, model, adapter) and starter
+questions.
 
-Cheap by design (Chainlit asks for both on every page load): no model call, one count of the
-collection, and the document list and headings read again only when that count changes.
+Starters: a corpus may ship its own (`starters.json` in the corpus folder or a folder of it,
+e.g. data/corpus/ecfr/starters.json: questions checked to answer well), shown while the
+sections they ask about are indexed; otherwise they are drawn from the indexed documents'
+section headings. Cheap by design (Chainlit asks for both on every page load): no model
+call, one count of the collection, and the rest read again only when that count changes.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import threading
 import time
@@ -16,7 +22,10 @@ from pathlib import Path
 from core.models import DEFAULT_LLM_NAME
 from services import conversation, documents
 
+log = logging.getLogger(__name__)
+
 MAX_STARTERS = 4
+STARTERS_FILE = "starters.json"
 MAX_TOPIC_CHARS = 48
 # Documents read for headings (their first chunks only matter; a big corpus is sampled).
 MAX_DOCUMENTS_READ = 12
@@ -37,6 +46,10 @@ class Corpus:
     documents: int
     chunks: int
     starters: tuple[Starter, ...]
+    # The eCFR documents among them: their CFR parts and point-in-time dates (as ingested).
+    ecfr_documents: int = 0
+    parts: tuple[str, ...] = ()
+    dates: tuple[str, ...] = ()
 
 
 _cache: dict[str, tuple[float, int, Corpus]] = {}
@@ -62,10 +75,49 @@ def corpus() -> Corpus:
         listed = documents.list_documents() if count else []
     except Exception:
         listed = []
-    result = Corpus(len(listed), count, tuple(starters_from(listed)))
+    ecfr = [e for e in listed if e.get("doc_type") == "ecfr_xml"]
+    result = Corpus(
+        len(listed),
+        count,
+        tuple(shipped_starters(listed) or starters_from(listed)),
+        ecfr_documents=len(ecfr),
+        parts=tuple(sorted({e["part"] for e in ecfr if e.get("part")}, key=_part_key)),
+        dates=tuple(sorted({e["as_of"] for e in ecfr if e.get("as_of")})),
+    )
     with _lock:
         _cache[collection] = (time.monotonic(), count, result)
     return result
+
+
+def _part_key(part: str) -> tuple[int, str]:
+    return (int(part), part) if part.isdigit() else (10**6, part)
+
+
+def _corpus_root() -> Path:
+    return Path(conversation.assistant().settings.corpus_path)
+
+
+def shipped_starters(listed: list[dict], limit: int = MAX_STARTERS) -> list[Starter]:
+    """The corpus's own starters (`starters.json`: [{"label", "message", "source"}], `source`
+    relative to the file's folder) whose source is indexed from the corpus folder."""
+    root = _corpus_root()
+    indexed = {
+        e["source"]
+        for e in listed
+        if e.get("source") and (not e.get("root") or Path(e["root"]) == root.resolve())
+    }
+    found: list[Starter] = []
+    for path in sorted([*root.glob(STARTERS_FILE), *root.glob(f"*/{STARTERS_FILE}")]):
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+            folder = path.parent.relative_to(root).as_posix()
+            for entry in entries:
+                source = entry["source"] if folder == "." else f"{folder}/{entry['source']}"
+                if source in indexed:
+                    found.append(Starter(entry["label"], entry["message"]))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("Ignoring %s: %s", path, error)
+    return found[:limit]
 
 
 def _topic(heading: str) -> str:
@@ -132,6 +184,22 @@ def _plural(count: int, word: str) -> str:
     return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def ecfr_line(indexed: Corpus) -> str:
+    """`47 CFR Parts 80 and 97 (eCFR, 2024-11-14)`, then how many other documents."""
+    parts = list(indexed.parts)
+    named = f"47 CFR Part{'s' if len(parts) > 1 else ''} {_and(parts)}" if parts else "47 CFR text"
+    when = _and(list(indexed.dates)) if indexed.dates else "date not stated"
+    line = f"**{named}** (eCFR, {when})"
+    others = indexed.documents - indexed.ecfr_documents
+    if others > 0:
+        line += f" and {_plural(others, 'other document')}"
+    return line
+
+
 def welcome_markdown(name: str) -> str:
     """The welcome: the product's name, what is indexed, what the answers are."""
     indexed = corpus()
@@ -141,11 +209,14 @@ def welcome_markdown(name: str) -> str:
             f"**{_plural(indexed.documents, 'document')}** indexed "
             f"({_plural(indexed.chunks, 'chunk')})"
         )
+        if indexed.ecfr_documents:
+            what += f": {ecfr_line(indexed)}"
     else:
         what = "**No documents indexed yet**: drop PDF, HTML, Markdown, DOCX or eCFR XML files here"
     served = f"model **{model}**, adapter **{adapter or 'none'}**"
     return (
         f"### {name}\n\n"
         f"{what} · {served}.\n\n"
-        "Answers quote only the indexed FCC documents and cite them as [1], [2], …"
+        "Answers quote only the indexed documents and cite them as [1], [2], …"
+        + (" The eCFR is not an official legal edition of the CFR." if indexed.dates else "")
     )
