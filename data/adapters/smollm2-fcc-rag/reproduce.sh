@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild data/adapters/smollm2-fcc-rag: the training data (CPU: Qdrant + MiniLM), then QLoRA
-# on a GPU. Only repository data: the sample corpus data/corpus, the Q&A generated from it and
-# data/qa/fcc_qa.csv. Never ../shared/fcc-corpus (the held-out evaluation corpus).
+# on a GPU. Only repository data: the sample corpus data/samples, the Q&A generated from it and
+# data/qa/fcc_qa.csv. Never the eCFR Parts 97 and 80 (data/corpus/ecfr, the default corpus, the
+# same text as ../shared/fcc-corpus: the held-out evaluation corpus).
 #
 #   bash data/adapters/smollm2-fcc-rag/reproduce.sh            # data, then training
 #   bash data/adapters/smollm2-fcc-rag/reproduce.sh --data     # data only (CPU)
@@ -18,8 +19,8 @@ mkdir -p "$work"
 if [ "$step" != "--train" ]; then
   # A private store: the app's own index (data/qdrant) is left alone.
   export QDRANT_PATH=${QDRANT_PATH:-$work/qdrant}
-  $PY -m ingest data/corpus --collection adapter_corpus
-  $PY -m finetune data from-docs data/corpus --out $A/data/qa_from_docs.csv --no-progress
+  $PY -m ingest data/samples --collection adapter_corpus
+  $PY -m finetune data from-docs data/samples --out $A/data/qa_from_docs.csv --no-progress
   for seed in 1 2; do  # two draws: other passage positions and abstentions per question
     $PY -m finetune data from-corpus --qa $A/data/qa_from_docs.csv --collection adapter_corpus \
       --seed $seed --out "$work/docs_$seed.jsonl"
@@ -48,11 +49,11 @@ info = json.loads((folder / "training_info.json").read_text())
 info["data_sources"] = {
     "train_jsonl": {"path": str(folder / "data/train.jsonl"), "sha256": digest(folder / "data/train.jsonl")},
     "generated_qa": {"path": str(folder / "data/qa_from_docs.csv"), "sha256": digest(folder / "data/qa_from_docs.csv"),
-                     "made_by": "python -m finetune data from-docs data/corpus"},
+                     "made_by": "python -m finetune data from-docs data/samples"},
     "written_qa": {"path": "data/qa/fcc_qa.csv", "sha256": digest(Path("data/qa/fcc_qa.csv"))},
-    "corpus": {str(p): digest(p) for p in sorted(Path("data/corpus").iterdir()) if p.is_file()},
+    "corpus": {str(p): digest(p) for p in sorted(Path("data/samples").iterdir()) if p.is_file()},
     "records": "finetune data from-corpus (seeds 1, 2) over both Q&A files, chains.prompts.build_rag_messages",
-    "held_out_never_used": "../shared/fcc-corpus",
+    "held_out_never_used": "../shared/fcc-corpus (= data/corpus/ecfr)",
 }
 (folder / "training_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
 PY
