@@ -17,7 +17,7 @@ ProgressHook = Callable[[dict], None]
 
 
 class ProgressReporter(TrainerCallback):
-    """Calls `on_progress(dict(step, total, loss, eta_s, epoch, eval_loss, phase))` after every
+    """Calls `on_progress(dict(step, total, loss, eta_s, elapsed_s, epoch, eval_loss, phase))` after every
     optimizer step and every evaluation. An exception raised by the hook stops training."""
 
     def __init__(self, on_progress: ProgressHook):
@@ -59,6 +59,7 @@ class ProgressReporter(TrainerCallback):
                 "total": state.max_steps,
                 "loss": self.loss,
                 "eta_s": round(eta, 1) if eta is not None else None,
+                "elapsed_s": round(elapsed, 3),  # since training began: step times for benches
                 "epoch": round(state.epoch or 0.0, 3),
                 "eval_loss": self.eval_loss,
                 "phase": phase,

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from finetune.backends import BACKENDS
 from finetune.data import DEFAULT_SYSTEM_PROMPTS, Example
 from finetune.presets import DEFAULT_PRESET, PRESET_OPTIONS, PRESETS, Preset, get_preset
 
@@ -200,6 +201,19 @@ class TrainConfig:
         metadata={
             "help": "Upcast norms and embeddings of a quantized base to fp32 (PEFT's "
             "prepare_model_for_kbit_training; slower, for fp16 GPUs)."
+        },
+    )
+
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Training backend. auto: Unsloth (FastLanguageModel, its fused kernels and "
+            "checkpointing) on one CUDA GPU when the unsloth package is installed and supports the "
+            "run (4-bit or no quantization, a Llama/Mistral/Qwen/Gemma-family model), else trl; "
+            "trl: transformers + PEFT + bitsandbytes (Liger kernels when installed), on the CPU, "
+            "one or several GPUs; unsloth: Unsloth or an error. Both train with TRL's "
+            "SFTTrainer on the same data and loss.",
+            "choices": BACKENDS,
         },
     )
 

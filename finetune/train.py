@@ -30,7 +30,7 @@ import torch
 from core.adapters import FINAL_MODEL, TRAINING_INFO
 from core.modeling import LoadedModel, load_base_model, pick_device, precision_name
 from core.settings import get_settings
-from finetune import distributed
+from finetune import backends, distributed
 from finetune.callbacks import (
     LogLines,
     LossProgressBar,
@@ -171,7 +171,80 @@ def resolve_output(config: TrainConfig) -> tuple[Path, Path | None]:
 # Model ---------------------------------------------------------------------------------------
 
 
-def build_lora_model(config: TrainConfig) -> tuple[LoadedModel, torch.nn.Module]:
+def resolve_backend(config: TrainConfig, device: str) -> str:
+    """`trl` or `unsloth` for this run (`finetune.backends`: auto picks Unsloth where it applies)."""
+    from core.modeling import resolve_quantization
+    from core.models import resolve_base_model
+
+    if config.backend == "trl":
+        return "trl"
+    settings = get_settings()
+    name = config.base_model if config.base_model is not None else settings.local_base_model_path
+    try:
+        family = backends.model_type(resolve_base_model(name, settings))
+    except Exception:  # a hub id not downloaded yet: Unsloth decides on loading
+        family = None
+    return backends.resolve_backend(
+        config.backend,
+        device,
+        distributed.rank_info().world_size,
+        resolve_quantization(config.quantization, device),
+        config.fp32_upcast,
+        family,
+    )
+
+
+def build_unsloth_model(config: TrainConfig, device: str) -> tuple[LoadedModel, torch.nn.Module]:
+    """The base through Unsloth's FastLanguageModel (4-bit NF4 or 16-bit) with its LoRA layers and,
+    when the preset or --gradient-checkpointing asks, its offloaded gradient checkpointing. The
+    tokenizer is the TRL path's (the same tokens and chat template)."""
+    from transformers import set_seed
+
+    from core.modeling import compute_dtype, load_tokenizer, resolve_quantization
+    from core.models import resolve_base_model
+
+    fast_model = backends.import_unsloth()
+    settings = get_settings()
+    name = config.base_model if config.base_model is not None else settings.local_base_model_path
+    path = resolve_base_model(name, settings)
+    quantization = resolve_quantization(config.quantization, device)
+    dtype = compute_dtype(device, _precision(config))
+    checkpointing = "unsloth" if config.resolved_gradient_checkpointing else False
+    model, _ = fast_model.from_pretrained(
+        model_name=path,
+        max_seq_length=config.max_length,
+        dtype=dtype,
+        load_in_4bit=quantization == "4bit",
+        load_in_16bit=quantization == "none",
+        device_map={"": device if device != "cuda" else 0},
+        token=settings.hf_token,
+        use_gradient_checkpointing=checkpointing,
+        random_state=config.seed,
+    )
+    set_seed(config.seed)
+    model = fast_model.get_peft_model(
+        model,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=backends.unsloth_target_modules(config.resolved_target_modules),
+        bias="none",
+        use_gradient_checkpointing=checkpointing,
+        random_state=config.seed,
+        max_seq_length=config.max_length,
+    )
+    model.config.use_cache = False
+    tokenizer = load_tokenizer(path, token=settings.hf_token)
+    log.info("Loaded %s on %s through Unsloth (%s, %s)", path, device, quantization, dtype)
+    loaded = LoadedModel(
+        model, tokenizer, name or "", path, device, quantization, str(dtype).removeprefix("torch.")
+    )
+    return loaded, model
+
+
+def build_lora_model(
+    config: TrainConfig, backend: str = "trl"
+) -> tuple[LoadedModel, torch.nn.Module]:
     """The base model (quantized or not), prepared for k-bit training when quantized, with LoRA.
 
     In a distributed run each rank loads the base on its own GPU (`cuda:LOCAL_RANK`)."""
@@ -179,6 +252,8 @@ def build_lora_model(config: TrainConfig) -> tuple[LoadedModel, torch.nn.Module]
     from transformers import set_seed
 
     device = distributed.device_for_rank(pick_device(config.device))
+    if backend == "unsloth":
+        return build_unsloth_model(config, device)
     loaded = load_base_model(
         config.base_model, config.quantization, device, precision=_precision(config)
     )
@@ -244,7 +319,12 @@ def use_liger(config: TrainConfig, device: str) -> bool:
 
 
 def _sft_config(
-    config: TrainConfig, output_dir: Path, loaded: LoadedModel, n_train: int, has_eval: bool
+    config: TrainConfig,
+    output_dir: Path,
+    loaded: LoadedModel,
+    n_train: int,
+    has_eval: bool,
+    backend: str = "trl",
 ):
     from trl import SFTConfig
 
@@ -256,7 +336,9 @@ def _sft_config(
     eval_steps = config.eval_steps or config.save_steps
     save_steps = config.save_steps or eval_steps
     strategy = "steps" if eval_steps else "epoch"
-    checkpointing = config.resolved_gradient_checkpointing
+    # Under Unsloth the model already checkpoints (its own offloaded variant, set up by
+    # get_peft_model): the Trainer must not swap transformers' in.
+    checkpointing = config.resolved_gradient_checkpointing and backend == "trl"
     load_best = has_eval and (strategy == "epoch" or save_steps % eval_steps == 0)
     return SFTConfig(
         output_dir=str(output_dir),
@@ -291,7 +373,8 @@ def _sft_config(
         bf16=on_cuda and loaded.dtype == "bfloat16",
         fp16=on_cuda and loaded.dtype == "float16",
         use_cpu=not on_cuda,
-        use_liger_kernel=use_liger(config, device),
+        # Unsloth brings its own fused kernels; Liger's would patch the same modules.
+        use_liger_kernel=use_liger(config, device) and backend == "trl",
         neftune_noise_alpha=config.neftune_alpha,
         disable_tqdm=True,  # LossProgressBar replaces transformers' bar
         dataloader_num_workers=0,
@@ -315,6 +398,7 @@ class TrainingSetup:
     resume_from: Path | None
     memory: MemoryEstimate
     length_report: dict[str, int]
+    backend: str = "trl"
 
 
 def build_trainer(
@@ -325,11 +409,15 @@ def build_trainer(
     """Load data and model and build the SFTTrainer (which tokenizes and masks the prompts)."""
     from datasets import Dataset
     from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallback
-    from trl import SFTTrainer
 
     config.validate(require_data=examples is None)
     distributed.quiet_other_ranks()
     distributed.init_process_group(cpu=not pick_device(config.device).startswith("cuda"))
+    backend = resolve_backend(config, distributed.device_for_rank(pick_device(config.device)))
+    if backend == "unsloth":
+        backends.import_unsloth()  # before SFTTrainer is bound: Unsloth patches it on import
+    from trl import SFTTrainer
+
     data = prepare_data(config, examples)
     # Rank 0 names the run folder (a time stamp) and picks the checkpoint; every rank uses it.
     output_dir, resume_from = distributed.on_main(lambda: resolve_output(config))
@@ -341,11 +429,11 @@ def build_trainer(
         len(data.eval),
         dict(Counter(e.category for e in data.train + data.eval)),
     )
-    loaded, model = build_lora_model(config)
+    loaded, model = build_lora_model(config, backend)
     train_records = [to_training_record(e, config.system_prompts) for e in data.train]
     eval_records = [to_training_record(e, config.system_prompts) for e in data.eval]
     length_report = _warn_about_lengths(loaded.tokenizer, train_records, config.max_length)
-    args = _sft_config(config, output_dir, loaded, len(train_records), bool(eval_records))
+    args = _sft_config(config, output_dir, loaded, len(train_records), bool(eval_records), backend)
     callbacks: list = []
     if on_progress is not None:
         callbacks.append(ProgressReporter(on_progress))
@@ -388,7 +476,9 @@ def build_trainer(
         config.resolved_gradient_checkpointing,
         torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32,
     )
-    return TrainingSetup(trainer, loaded, data, output_dir, resume_from, memory, length_report)
+    return TrainingSetup(
+        trainer, loaded, data, output_dir, resume_from, memory, length_report, backend
+    )
 
 
 def train(
@@ -405,11 +495,12 @@ def train(
     try:
         setup.output_dir.mkdir(parents=True, exist_ok=True)
         log.info(
-            "Model %s (%s, %s on %s), LoRA r=%d alpha=%d on %s; memory estimate at batch %d × %d tokens:\n%s",
+            "Model %s (%s, %s on %s, backend %s), LoRA r=%d alpha=%d on %s; memory estimate at batch %d × %d tokens:\n%s",
             loaded.path,
             loaded.quantization,
             loaded.dtype,
             loaded.device,
+            setup.backend,
             config.lora_r,
             config.lora_alpha,
             config.resolved_target_modules,
@@ -501,6 +592,7 @@ def _save_run(
         "device": loaded.device,
         "dtype": loaded.dtype,
         "precision": precision_name(getattr(torch, loaded.dtype, torch.float32)),
+        "backend": setup.backend,
         "liger": bool(trainer.args.use_liger_kernel),
         "packing": bool(config.packing),
         # What the adapter reads (services.assistant warns when a closed-book one serves RAG).

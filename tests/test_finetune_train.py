@@ -132,6 +132,7 @@ def test_lora_training_lowers_the_loss_and_writes_the_adapter(lora_run):
         assert (final / name).is_file(), name
     info = json.loads((final / "training_info.json").read_text())
     assert info["quantization"] == "none" and info["global_step"] == 10
+    assert info["backend"] == "trl"  # the CPU path: Unsloth is never tried there
     assert info["eval_loss"] == pytest.approx(result.eval_loss) and result.eval_loss > 0
     assert len(info["data_sha256"]) == 64 and info["preset"] == "balanced"
     assert info["arguments"]["learning_rate"] == 3e-3 and info["arguments"]["save_steps"] == 5
@@ -142,6 +143,8 @@ def test_lora_training_lowers_the_loss_and_writes_the_adapter(lora_run):
     assert steps == list(range(1, 11))
     assert all(e["total"] == 10 and e["loss"] is not None for e in events)
     assert events[-1]["eta_s"] == 0 and any(e["phase"] == "eval" for e in events)
+    elapsed = [e["elapsed_s"] for e in events]
+    assert elapsed == sorted(elapsed) and elapsed[0] >= 0
 
 
 def test_qlora_4bit_training_lowers_the_loss(qlora_run):
