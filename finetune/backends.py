@@ -116,3 +116,44 @@ def import_unsloth():
 
 def unsloth_target_modules(targets: list[str] | str) -> list[str]:
     return list(ALL_LINEAR) if targets == "all-linear" else list(targets)
+
+
+def preload(config) -> str | None:
+    """Import Unsloth first, before anything imports transformers, when this run will train
+    through it: its patches of transformers, PEFT and TRL then all apply (imported later, Unsloth
+    warns and some are missed). Resolves the backend as `finetune.train` will, without
+    transformers; returns the backend, or None when it cannot tell yet (then nothing is
+    imported and `finetune.train` decides)."""
+    import os
+    import sys
+
+    if config.backend == "trl" or "transformers" in sys.modules or not unsloth_installed():
+        return None
+    try:
+        import torch
+
+        from core.models import resolve_base_model
+        from core.settings import get_settings
+
+        settings = get_settings()
+        device = config.device or settings.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            return None
+        quantization = config.quantization or settings.quantization
+        if quantization == "auto":
+            quantization = "4bit" if device.startswith("cuda") else "none"
+        name = (
+            config.base_model if config.base_model is not None else settings.local_base_model_path
+        )
+        family = model_type(resolve_base_model(name, settings))
+        world_size = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+        backend = resolve_backend(
+            config.backend, device, world_size, quantization, config.fp32_upcast, family
+        )
+    except Exception:  # finetune.train resolves again and reports what is wrong
+        return None
+    if backend == "unsloth":
+        import_unsloth()
+    return backend

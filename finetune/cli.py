@@ -112,6 +112,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def run_train(args) -> int:
     config = train_config(args)
+    from finetune.backends import preload
+
+    preload(config)  # Unsloth, when it will train, before transformers is imported
     from finetune.distributed import is_main_process
     from finetune.train import train
 

@@ -91,3 +91,15 @@ def test_sft_config_under_unsloth_leaves_checkpointing_and_kernels_to_it(tmp_pat
     assert trl_args.gradient_checkpointing and not fast_args.gradient_checkpointing
     assert not fast_args.use_liger_kernel
     assert fast_args.completion_only_loss and fast_args.max_length == config.max_length
+
+
+def test_preload_imports_nothing_for_a_cpu_run(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(backends, "unsloth_installed", lambda: True)
+    imported = []
+    monkeypatch.setattr(backends, "import_unsloth", lambda: imported.append(1))
+    monkeypatch.delitem(sys.modules, "transformers", raising=False)  # as in a fresh CLI process
+    cpu = TrainConfig(data="x.csv", device="cpu")
+    assert backends.preload(cpu) == "trl" and not imported
+    assert backends.preload(TrainConfig(data="x.csv", backend="trl")) is None and not imported
