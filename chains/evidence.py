@@ -108,6 +108,7 @@ class Passage:
     context: str | None = None
     heading: str | None = None  # the chunk's heading ("§ 97.313 Transmitter power standards.")
     dense_score: float | None = None  # cosine(question, passage), set by rank_passages
+    likelihood: float | None = None  # log P(question | passage) per token, set by chains.rerank
 
     @property
     def evidence(self) -> str:

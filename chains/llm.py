@@ -269,6 +269,46 @@ class QLoRAChatModel(BaseChatModel):
         """Prompt tokens of these messages with the chat template and generation prompt."""
         return int(self._encode(messages)["input_ids"].shape[1])
 
+    def continuation_logprob(
+        self, prefixes: Sequence[str], continuation: str, max_prefix_tokens: int | None = None
+    ) -> list[float]:
+        """Mean log-probability per token of `continuation` after each prefix, one batched
+        forward pass (plain text, no chat template), under the active adapter.
+
+        A prefix longer than `max_prefix_tokens` keeps its first tokens. This is how the
+        model scores passages for a question (`chains.rerank`); it waits for the model's
+        lock like a generation does."""
+        base = self._adapter_set.base
+        with base.tokenizer_lock:
+            tail = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+            heads = [
+                self.tokenizer(p, add_special_tokens=False)["input_ids"][:max_prefix_tokens]
+                for p in prefixes
+            ]
+        if not tail or not heads:
+            return [0.0] * len(heads)
+        rows = [head + tail for head in heads]
+        width = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):  # right padding: each row's positions start at 0
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        with self._adapter_set.hold() as model, torch.inference_mode():
+            device = next(model.parameters()).device
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        scores = []
+        for i, head in enumerate(heads):
+            start, end = len(head), len(head) + len(tail)
+            # Position t predicts token t + 1: the continuation's tokens are read at start-1..end-2.
+            predicted = logprobs[i, start - 1 : end - 1] if start else logprobs[i, : end - 1]
+            targets = ids[i, max(start, 1) : end].to(predicted.device)
+            picked = predicted[-len(targets) :].gather(-1, targets.unsqueeze(-1))
+            scores.append(float(picked.mean()))
+        return scores
+
     def get_num_tokens(self, text: str) -> int:
         return self.count_tokens(text)
 

@@ -44,6 +44,7 @@ from chains.prompts import (
     format_source,
     no_answer,
 )
+from chains.rerank import rerank
 from chains.short_answer import format_short_answer, short_answer
 from chains.verify import (
     MAX_SENTENCE_CHARS,
@@ -73,9 +74,29 @@ CLOSEST_SHOWN = 3  # passages an abstention lists as "closest, below the thresho
 # A sentence end in a growing draft: ".", "!" or "?" (with its [n]) before more text, or a newline.
 _SENTENCE_END = re.compile(r"[.!?](?:\s*\[[\d,\s\-–]+\])?(?=\s+\S)|\n")
 # "§ 97.313", "section 80.215", "97.313?": a question that only names a section.
-_SECTION_ONLY = re.compile(
-    r"^\s*(?:§{1,2}|sec(?:tion|\.)?)?\s*(\d{1,3}\.\d{1,4}[a-z]?)\s*[?.!]?\s*$", re.IGNORECASE
+_SECTION_REF = re.compile(
+    r"(?:47\s*C\.?F\.?R\.?\s*)?(?:§{1,2}|\bsec(?:tion|\.)?)?\s*(?<![\d.])(\d{1,3}\.\d{1,4}[a-z]?)"
+    r"(?![\d(])",
+    re.IGNORECASE,
 )
+# Words that ask for a whole section without narrowing it: "What does § 97.119 require?",
+# "Summarize section 80.310", "§ 15.109". A question with any other word ("What does
+# § 97.313 say about spread spectrum?") is ranked passage by passage like any other.
+_WHOLE_SECTION_WORDS = frozenset(
+    "what which does do is are in the a of me please tell say says require requires cover "
+    "covers provide provides state states contain contains mean means summarize summarise "
+    "explain describe about rule rules".split()
+)
+
+
+def asked_section(question: str) -> str | None:
+    """The one section a question asks about as a whole ("What does § 97.119 require?"),
+    else None (no section, several, a paragraph, or words that narrow it)."""
+    found = {m.group(1) for m in _SECTION_REF.finditer(question)}
+    if len(found) != 1:
+        return None
+    rest = re.findall(r"[^\W_]+", _SECTION_REF.sub(" ", question).lower())
+    return found.pop() if all(word in _WHOLE_SECTION_WORDS for word in rest) else None
 
 
 @dataclass
@@ -475,11 +496,14 @@ class RagChain:
         chunks: Sequence[RetrievedChunk],
         mode: str | None = None,
         filters: dict | None = None,
+        reread: bool = False,
     ) -> tuple[list[Passage], dict[str, Any]]:
         """The best evidence passages for the question, or none when the best is too weak.
 
-        Returns (passages, what was searched). A question that only names a section gets
-        that section's passages in document order.
+        Returns (passages, what was searched). A question about one section as a whole
+        ("§ 97.119", "What does § 97.119 require?": `asked_section`) gets that section's
+        passages in document order. `reread`: the chat model reorders the kept passages
+        (`chains.rerank`, RERANK_WEIGHT); without it no model is called.
         """
         searched = {
             "query": question,
@@ -488,14 +512,13 @@ class RagChain:
             "chunks": len(chunks),
             "threshold": self.settings.passage_threshold,
         }
-        named = _SECTION_ONLY.match(question)
-        if named:
-            section = named.group(1)
-            own = [c for c in chunks if c.section == section]
-            if not own:
-                own = self.retriever.search(
-                    question, k=3, mode="bm25", filters={**(filters or {}), "section": section}
-                )
+        section = asked_section(question)
+        own = [c for c in chunks if section and c.section == section]
+        if section and not own:
+            own = self.retriever.search(
+                question, k=3, mode="bm25", filters={**(filters or {}), "section": section}
+            )
+        if own:  # the section's opening passages in document order
             own.sort(key=lambda c: c.chunk_index or 0)
             passages = passages_from_chunks(own)[: self.settings.evidence_passages]
             for passage in passages:
@@ -507,7 +530,9 @@ class RagChain:
             searched["missing_references"] = missing
             return [], searched
         absent = self.retriever.absent_terms(distinctive_terms(question)) if chunks else []
-        if absent:  # "GMRS", "LTE", "Wi-Fi": the question's topic is nowhere in the documents
+        if chunks and not absent:
+            absent = self.retriever.absent_phrases(proper_names(question))
+        if absent:  # "GMRS", "Wi-Fi", "Citizens Broadband Radio Service": nowhere in the documents
             searched["absent_terms"] = absent
             return [], searched
         candidates = passages_from_chunks(chunks)
@@ -530,7 +555,11 @@ class RagChain:
         searched["weak_match"] = best < self.settings.passage_confident
         # Keep passages near the best one: a weak tail only distracts a small model.
         floor = max(self.settings.passage_threshold, best - self.settings.passage_margin)
-        return [p for p in ranked if p.score >= floor], searched
+        kept = [p for p in ranked if p.score >= floor]
+        if reread and self.llm is not None and self.settings.rerank_weight > 0:
+            kept = rerank(question, kept, self.llm, self.settings.rerank_weight)
+            searched["reranked"] = len(kept) > 1
+        return kept, searched
 
     def fit_context(
         self,
@@ -663,7 +692,7 @@ class RagChain:
             prepared.timings["condense_s"] = condensed_at - started
             chunks = self._retrieve(prepared.standalone, k, mode, filters)
             passages, prepared.searched = self.select_passages(
-                prepared.standalone, chunks, mode, filters
+                prepared.standalone, chunks, mode, filters, reread=True
             )
             prepared.timings["retrieve_s"] = time.perf_counter() - condensed_at
             sources = self._number(passages, chunks)
@@ -786,6 +815,33 @@ def distinctive_terms(question: str) -> list[str]:
     (0.5-0.57), and this is what tells them apart (bench/results/abstention.md)."""
     terms = _DISTINCTIVE.findall(question)
     return list(dict.fromkeys(t for t in terms if t.upper() not in _EVERYDAY_CAPITALS))
+
+
+_CAPITALIZED = re.compile(r"[A-Z][a-z]+|[A-Z](?![A-Za-z])|[IVX]+(?![A-Za-z])")
+_SENTENCE_START = re.compile(r"(?:^|[.?!:;]\s+|\(\s*)$")
+
+
+def proper_names(question: str) -> list[str]:
+    """Names of two or more capitalized words ("Citizens Broadband Radio Service", "Class C"):
+    a service, a form or a program the documents name word for word when they cover it.
+
+    A sentence's first word and "I" do not count; acronyms end a name (they are checked on
+    their own, `distinctive_terms`): "Class B AC power" names "Class B"."""
+    names, run = [], []
+    for match in re.finditer(r"[A-Za-z][A-Za-z0-9]*", question):
+        word = match.group(0)
+        capitalized = _CAPITALIZED.fullmatch(word) and word != "I"
+        first = _SENTENCE_START.search(question[: match.start()]) is not None
+        joined = run and question[run[-1][1] : match.start()] in (" ", "-")
+        if capitalized and not first and (joined or not run):
+            run.append((word, match.end()))
+            continue
+        if len(run) >= 2:
+            names.append(" ".join(w for w, _ in run))
+        run = [(word, match.end())] if capitalized and not first else []
+    if len(run) >= 2:
+        names.append(" ".join(w for w, _ in run))
+    return list(dict.fromkeys(names))
 
 
 def _mark_cited(sources: Sequence[Source], cited: Sequence[int]) -> list[Source]:

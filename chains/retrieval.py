@@ -95,6 +95,10 @@ def _and(*filters: models.Filter | None) -> models.Filter | None:
     return present[0] if len(present) == 1 else models.Filter(must=present)
 
 
+def _phrase_key(text: str) -> str:
+    return " ".join(re.findall(r"[^\W_]+", text.lower()))
+
+
 def rrf_fuse(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:
     """Reciprocal-rank fusion: sum over rankings of 1 / (k + rank), rank starting at 1."""
     scores: dict[str, float] = {}
@@ -308,6 +312,27 @@ class Retriever:
             )
             if not response.points:
                 absent.append(term)
+        return absent
+
+    def absent_phrases(self, phrases: Sequence[str], candidates: int = 20) -> list[str]:
+        """The phrases no chunk contains word for word (case, hyphens and line breaks
+        aside). Read in the `candidates` chunks the keyword index ranks best for each
+        phrase: a chunk holding the whole phrase holds all its words, so it ranks there."""
+        if not self.client.collection_exists(self.collection):
+            return list(phrases)
+        absent = []
+        for phrase in phrases:
+            vector = sparse_query_vector(phrase)
+            if not vector.indices:
+                continue
+            response = self.client.query_points(
+                self.collection, query=vector, using=SPARSE, limit=candidates,
+                with_payload=[CONTENT_KEY],
+            )  # fmt: skip
+            wanted = f" {_phrase_key(phrase)} "
+            texts = ((point.payload or {}).get(CONTENT_KEY) or "" for point in response.points)
+            if not any(wanted in f" {_phrase_key(text)} " for text in texts):
+                absent.append(phrase)
         return absent
 
     def abbreviations(self) -> dict[str, str]:

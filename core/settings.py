@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     passage_margin: float = Field(
         0.25, description="Passages scoring this far below the best are left out."
     )
+    # The chat model rereads the kept passages and reorders them by log P(question | passage)
+    # (chains.rerank); 0 turns it off. bench/results/rerank.md measured the weight.
+    rerank_weight: float = Field(
+        0.3, ge=0, description="Weight of the chat model's rereading of the kept passages."
+    )
     answer_max_tokens: int = Field(96, description="Max new tokens of a RAG answer's draft.")
     answer_repetition_penalty: float = 1.0
     # Summaries (chains/summarize.py): verified (quoted provisions with pinpoints, the model's

@@ -10,7 +10,14 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 
 from chains.prompts import NO_ANSWER, WEAK_MATCH_NOTE, build_rag_messages
-from chains.rag import RagChain, Source, apply_citations, heuristic_standalone
+from chains.rag import (
+    RagChain,
+    Source,
+    apply_citations,
+    asked_section,
+    heuristic_standalone,
+    proper_names,
+)
 from chains.retrieval import RetrievedChunk, Retriever
 
 ON_TOPIC = (
@@ -235,13 +242,43 @@ def test_unknown_answer_mode_is_an_error(chain):
     assert result.error and "answer mode" in result.error
 
 
-def test_section_only_question_answers_with_that_section(corpus_collection):
-    result = RagChain(None, Retriever(corpus_collection)).invoke(
-        "§ 15.109", answer_mode="extractive"
-    )
+@pytest.mark.parametrize("question", ["§ 15.109", "What does § 15.109 require?"])
+def test_section_only_question_answers_with_that_section(corpus_collection, question):
+    result = RagChain(None, Retriever(corpus_collection)).invoke(question, answer_mode="extractive")
     assert not result.abstained and result.sources
     assert all(s.section == "15.109" for s in result.sources)
     assert result.answer.startswith("§ 15.109")
+
+
+@pytest.mark.parametrize(
+    ("question", "names"),
+    [
+        (
+            "What is the maximum EIRP of a Category A Citizens Broadband Radio Service device?",
+            ["Category A Citizens Broadband Radio Service"],
+        ),
+        ("What are the Class B AC power-line limits?", ["Class B"]),  # acronyms end a name
+        ("I moved. Do I have to tell the FCC?", []),  # a sentence's first word, "I"
+        ("Can I put my ham radio on my boat?", []),
+    ],
+)
+def test_proper_names(question, names):
+    assert proper_names(question) == names
+
+
+@pytest.mark.parametrize(
+    ("question", "section"),
+    [
+        ("What does 47 CFR 97.119 say?", "97.119"),
+        ("Summarize section 80.310.", "80.310"),
+        ("What does § 97.313 say about spread spectrum?", None),  # narrowed: ranked as usual
+        ("§ 97.313(j)", None),  # a paragraph
+        ("Compare § 97.1 and § 97.3", None),
+        ("What is allowed on 28.0-28.5 MHz?", None),
+    ],
+)
+def test_which_questions_ask_for_a_whole_section(question, section):
+    assert asked_section(question) == section
 
 
 @pytest.mark.parametrize(
@@ -264,6 +301,12 @@ def test_a_rule_the_documents_do_not_hold_abstains(corpus_collection):
     assert result.abstained and "§ 15.407" in result.answer
     result = chain.invoke("What does GMRS require for a repeater?", answer_mode="extractive")
     assert result.abstained and "GMRS" in result.answer
+    # A name no document uses word for word: its words alone are everywhere.
+    question = "What must wireless providers do to deliver Wireless Emergency Alerts?"
+    result = chain.invoke(question, answer_mode="extractive")
+    assert result.abstained and result.searched["absent_terms"] == ["Wireless Emergency Alerts"]
+    result = chain.invoke("What is a Class III permissive change?", answer_mode="extractive")
+    assert not result.abstained, result.answer
     # Capitals that are everyday words name no topic: "OK" is in no rule, yet this is answered.
     question = "My device is an unintentional radiator. Is it OK to sell it without testing?"
     result = chain.invoke(question, answer_mode="extractive")
@@ -275,7 +318,8 @@ def test_a_weak_match_says_the_passages_may_not_answer(chain, corpus_collection)
     still clears PASSAGE_THRESHOLD: the quotes come after the note, in both quoting modes,
     and the result says so; a strong match has no note."""
     settings = chain.settings
-    question = "What is the maximum ERP for a Class C FM broadcast station?"
+    # (Capitalized, "Class C" is a name no sample document uses, and the chain abstains.)
+    question = "What is the maximum ERP for a class C FM broadcast station?"
     extractive = RagChain(None, Retriever(corpus_collection)).invoke(
         question, answer_mode="extractive"
     )
