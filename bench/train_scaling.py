@@ -54,6 +54,20 @@ SHAPES = {
         rms_norm_eps=1e-5,
         tie_word_embeddings=True,
     ),
+    # meta-llama/Llama-3.1-8B's config.json
+    "llama-3.1-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=128256,
+        max_position_embeddings=131072,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    ),
     # a toy of the same family, for checking the script on the CPU
     "tiny": dict(
         hidden_size=64,
@@ -79,8 +93,9 @@ CPU_ARGS = (
 )
 
 
-def build_base(shape: str, folder: Path) -> Path:
-    """A randomly initialised Llama of `shape`, saved with the default tokenizer."""
+def build_base(shape: str, folder: Path, device: str | None = None) -> Path:
+    """A randomly initialised Llama of `shape`, saved with the default tokenizer. `device`
+    (e.g. cuda) initialises the weights there, in bf16: an 8B shape in seconds, not minutes."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -98,7 +113,11 @@ def build_base(shape: str, folder: Path) -> Path:
         dtype="bfloat16" if shape != "tiny" else "float32",
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    if device and shape != "tiny":
+        with torch.device(device):
+            model = LlamaForCausalLM._from_config(config, dtype=torch.bfloat16)
+    else:
+        model = LlamaForCausalLM(config)
     if shape != "tiny":
         model = model.to(torch.bfloat16)  # half the disk; training loads it in its own dtype
     folder.mkdir(parents=True, exist_ok=True)
