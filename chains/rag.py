@@ -475,7 +475,7 @@ class RagChain:
         """A standalone question for retrieval; the model is used only when there is history."""
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         history = [(u, a) for u, a in (history or []) if (u or "").strip()][-HISTORY_TURNS:]
-        if not history:
+        if not history or asked_section(question):  # "What does § 97.119 require?" stands alone
             return question, usage
         if self.llm is not None:
             reply = self.llm.invoke(

@@ -181,7 +181,7 @@ def test_each_starter_answers_from_its_section(fresh_page, server, index):
 
 
 def test_ask_stream_cite_and_rate(page, server):
-    seen = ask(page, "What does § 97.119 require?")
+    seen = ask(page, "When must an amateur station transmit its assigned call sign?")
     final = seen[-1]
     # Verified answers stream quote first: the rule verbatim with its pinpoint, then more.
     assert len(seen) >= 2, f"the answer did not stream: {seen}"
@@ -219,7 +219,12 @@ def test_ask_stream_cite_and_rate(page, server):
     assert stats["thumbs_down"] == 1 and stats["corrected"] == 1, stats
     exported = httpx.get(f"{server.url}/api/feedback/export").text
     assert "at the end of each communication and every 10 minutes" in exported
-    assert "97.119 require" in exported
+    assert "transmit its assigned call sign" in exported
+
+    # A question about a whole section answers with its opening paragraphs, quoted in order.
+    final = ask(page, "What does § 97.119 require?")[-1]
+    assert final.startswith('§ 97.119(a): "Each amateur station'), final
+    assert "ecfr/part97/97.119.xml · § 97.119(b)" in final and "§ 80." not in final, final
 
 
 def test_upload_then_ask_about_it(page, server, tmp_path):

@@ -170,6 +170,11 @@ def test_follow_up_uses_history(chain, model_calls):
         "And for Class A?",
         {"prompt_tokens": 0, "completion_tokens": 0},
     )
+    # A question about a whole named section stands alone: no rewrite, no model call.
+    assert (
+        chain.condense("What does § 15.109 require?", history)[0] == "What does § 15.109 require?"
+    )
+    assert model_calls.calls == 1
 
 
 # No model ---------------------------------------------------------------------------------
