@@ -301,11 +301,10 @@ class QLoRAChatModel(BaseChatModel):
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         scores = []
         for i, head in enumerate(heads):
-            start, end = len(head), len(head) + len(tail)
-            # Position t predicts token t + 1: the continuation's tokens are read at start-1..end-2.
-            predicted = logprobs[i, start - 1 : end - 1] if start else logprobs[i, : end - 1]
-            targets = ids[i, max(start, 1) : end].to(predicted.device)
-            picked = predicted[-len(targets) :].gather(-1, targets.unsqueeze(-1))
+            # Position t predicts token t + 1 (with no prefix the first token is not scored).
+            first, end = max(len(head), 1), len(head) + len(tail)
+            targets = ids[i, first:end].to(logprobs.device)
+            picked = logprobs[i, first - 1 : end - 1].gather(-1, targets.unsqueeze(-1))
             scores.append(float(picked.mean()))
         return scores
 

@@ -556,9 +556,9 @@ class RagChain:
         # Keep passages near the best one: a weak tail only distracts a small model.
         floor = max(self.settings.passage_threshold, best - self.settings.passage_margin)
         kept = [p for p in ranked if p.score >= floor]
-        if reread and self.llm is not None and self.settings.rerank_weight > 0:
+        if reread:
             kept = rerank(question, kept, self.llm, self.settings.rerank_weight)
-            searched["reranked"] = len(kept) > 1
+            searched["reranked"] = any(p.likelihood is not None for p in kept)
         return kept, searched
 
     def fit_context(

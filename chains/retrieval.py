@@ -300,40 +300,32 @@ class Retriever:
 
     def absent_terms(self, terms: Sequence[str]) -> list[str]:
         """The terms no chunk of the collection contains (by the keyword index)."""
-        if not self.client.collection_exists(self.collection):
-            return list(terms)
-        absent = []
-        for term in terms:
-            vector = sparse_query_vector(term)
-            if not vector.indices:
-                continue
-            response = self.client.query_points(
-                self.collection, query=vector, using=SPARSE, limit=1, with_payload=False
-            )
-            if not response.points:
-                absent.append(term)
-        return absent
+        return [t for t in terms if self._keyword_texts(t, limit=1) == []]
 
     def absent_phrases(self, phrases: Sequence[str], candidates: int = 20) -> list[str]:
         """The phrases no chunk contains word for word (case, hyphens and line breaks
         aside). Read in the `candidates` chunks the keyword index ranks best for each
         phrase: a chunk holding the whole phrase holds all its words, so it ranks there."""
-        if not self.client.collection_exists(self.collection):
-            return list(phrases)
         absent = []
         for phrase in phrases:
-            vector = sparse_query_vector(phrase)
-            if not vector.indices:
-                continue
-            response = self.client.query_points(
-                self.collection, query=vector, using=SPARSE, limit=candidates,
-                with_payload=[CONTENT_KEY],
-            )  # fmt: skip
+            texts = self._keyword_texts(phrase, limit=candidates)
             wanted = f" {_phrase_key(phrase)} "
-            texts = ((point.payload or {}).get(CONTENT_KEY) or "" for point in response.points)
-            if not any(wanted in f" {_phrase_key(text)} " for text in texts):
+            if texts is not None and not any(wanted in f" {_phrase_key(t)} " for t in texts):
                 absent.append(phrase)
         return absent
+
+    def _keyword_texts(self, text: str, limit: int) -> list[str] | None:
+        """The texts of the `limit` chunks the keyword index ranks best for `text` ([] in an
+        empty or missing collection); None when `text` has no indexed word to look for."""
+        vector = sparse_query_vector(text)
+        if not vector.indices:
+            return None
+        if not self.client.collection_exists(self.collection):
+            return []
+        response = self.client.query_points(
+            self.collection, query=vector, using=SPARSE, limit=limit, with_payload=[CONTENT_KEY]
+        )
+        return [(point.payload or {}).get(CONTENT_KEY) or "" for point in response.points]
 
     def abbreviations(self) -> dict[str, str]:
         """The abbreviations the collection's documents define ({"SS": "spread spectrum"}),
