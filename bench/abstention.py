@@ -45,15 +45,22 @@ SCORE_KEY = "best_score"  # the chain's passage score (RagChain.select_passages)
 
 
 def best_scores(name: str, gold: Path, corpus: list[Path]) -> list[dict]:
-    from chains.rag import RagChain
-    from chains.retrieval import Retriever
     from evals.gold import load_gold
-    from evals.metrics import chunk_keys, gold_key
     from ingest.pipeline import ingest_paths
 
     collection = f"abstention_{name}"
     ingest_paths(corpus, collection=collection, progress=False)
     items, _ = load_gold(gold)
+    return passage_rows(collection, items)
+
+
+def passage_rows(collection: str, items: list) -> list[dict]:
+    """Per gold item over an ingested collection: the chain's best passage score (and
+    cosine) and whether its top passage lies in a gold section."""
+    from chains.rag import RagChain
+    from chains.retrieval import Retriever
+    from evals.metrics import chunk_keys, gold_key
+
     # Threshold 0 here: the chain's abstention is what is being calibrated.
     settings = get_settings().model_copy(update={"passage_threshold": -1.0})
     chain = RagChain(None, Retriever(collection, settings), settings)
@@ -61,14 +68,14 @@ def best_scores(name: str, gold: Path, corpus: list[Path]) -> list[dict]:
     for item in items:
         gold = {gold_key(g) for g in item.sections}
         result = chain.retrieve_only(item.question)
-        best = result.searched.get(SCORE_KEY)
         top = result.sources[0] if result.sources else None
         rows.append(
             {
                 "id": item.id,
                 "answerable": item.answerable,
                 "slice": item.slice,
-                "best": best,
+                "best": result.searched.get(SCORE_KEY),
+                "best_cosine": result.searched.get("best_cosine"),
                 "top_section": top.section if top else None,
                 # By section, or by file for documents without sections (the sample's KDBs).
                 "gold_hit": bool(top and chunk_keys(top.source, top.section) & gold),

@@ -204,35 +204,6 @@ def _evidence_cost(collection: str, items: list, shared: Path) -> dict:
     }
 
 
-def _passage_rows(collection: str, items: list) -> list[dict]:
-    """bench.abstention.best_scores over an already ingested collection."""
-    from bench.abstention import SCORE_KEY
-    from chains.rag import RagChain
-    from chains.retrieval import Retriever
-    from core.settings import get_settings
-    from evals.metrics import chunk_keys, gold_key
-
-    settings = get_settings().model_copy(update={"passage_threshold": -1.0})
-    chain = RagChain(None, Retriever(collection, settings), settings)
-    rows = []
-    for item in items:
-        gold = {gold_key(g) for g in item.sections}
-        result = chain.retrieve_only(item.question)
-        top = result.sources[0] if result.sources else None
-        rows.append(
-            {
-                "id": item.id,
-                "answerable": item.answerable,
-                "slice": item.slice,
-                "best": result.searched.get(SCORE_KEY),
-                "best_cosine": result.searched.get("best_cosine"),
-                "top_section": top.section if top else None,
-                "gold_hit": bool(top and chunk_keys(top.source, top.section) & gold),
-            }
-        )
-    return rows
-
-
 def _calibration(rows: dict[str, list[dict]]) -> dict:
     from bench.abstention import choose, choose_confident, sweep, weak_sweep
     from core.settings import get_settings
@@ -383,7 +354,9 @@ def measure_here(shared_passages: Path) -> dict:
             collection, [i for i in items if i.answerable], shared_passages
         )
     print("  passage scores", flush=True)
-    rows = {name: _passage_rows(p[0], p[1]) for name, p in prepared.items()}
+    from bench.abstention import passage_rows
+
+    rows = {name: passage_rows(p[0], p[1]) for name, p in prepared.items()}
     result["calibration"] = _calibration(rows)
     result["passage_rows"] = rows
     return result
