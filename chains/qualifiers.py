@@ -10,7 +10,9 @@ quoted the 76-81 GHz row). The question's qualifiers pick the row:
 - a class: "Technician Class", "Novice operator", "Class B";
 - a term the documents abbreviate, read from the documents themselves: "spread spectrum" is
   "SS" in § 97.3(c)(8) ("(8) SS. Spread spectrum emissions ..."), "ERP" is "effective radiated
-  power (ERP)" in § 97.313(i). No hand-written list: `find_abbreviations` reads the collection.
+  power (ERP)" in § 97.313(i). No hand-written list: `find_abbreviations` reads the collection;
+- a counted set: "the two conditions of operation" is the paragraph that says "two conditions"
+  (§ 15.5(b)), not the one that mentions "conditions" once (§ 15.1(a) lost to it on similarity).
 
 `qualifier_match` is +1 when a passage names the asked case, -1 when it names another case of
 the same kind and not the asked one (another band, a range without the frequency, another
@@ -45,6 +47,17 @@ _DEFINED = re.compile(r"\(\d{1,3}\)\s+([A-Z][A-Z0-9]{1,5})\.\s+([A-Z][\w-]*(?:\s
 # "effective radiated power (ERP)", "Digital Selective Calling (DSC)"
 _SPELLED = re.compile(r"((?:[A-Za-z][\w-]*\s+){1,6})\(([A-Z][A-Z0-9]{1,5})\)")
 _HZ = "Hz"
+_COUNT_WORDS = {
+    word: str(n)
+    for n, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve".split()
+    )
+}
+_REFERENCE_BEFORE = re.compile(r"(?:\b(?:part|parts|subpart|section|channel)|§)\s*$", re.I)
+# "two conditions", "3 requirements", "the following four items": a count and what it counts.
+_COUNTED = re.compile(
+    rf"\b({'|'.join(_COUNT_WORDS)}|\d{{1,2}})\s+(?:(?:[a-z]+-)?[a-z]+\s+)?([a-z]{{3,}}s)\b", re.I
+)
 
 
 @dataclass
@@ -54,9 +67,10 @@ class Qualifiers:
     classes: set[str] = field(default_factory=set)  # "technician", "b"
     # Terms the documents define, as (abbreviation, long form): ("SS", "spread spectrum").
     terms: list[tuple[str, str]] = field(default_factory=list)
+    counts: set[tuple[str, str]] = field(default_factory=set)  # ("2", "condition")
 
     def __bool__(self) -> bool:
-        return bool(self.bands or self.frequencies or self.classes or self.terms)
+        return bool(self.bands or self.frequencies or self.classes or self.terms or self.counts)
 
 
 def _band_key(number: str, unit: str) -> str:
@@ -80,6 +94,21 @@ def classes(text: str) -> set[str]:
         if words:
             names.add(" ".join(words).lower())
     return names
+
+
+def counted(text: str) -> set[tuple[str, str]]:
+    """The counted sets a text names: "two conditions" -> {("2", "condition")}. A count with a
+    unit ("two years", "10 watts") is an amount, not a set, and is left out."""
+    amounts = [q.span for q in extract_quantities(text) if q.unit and q.span]
+    found = set()
+    for match in _COUNTED.finditer(text):
+        if any(a <= match.start() < b for a, b in amounts) or _REFERENCE_BEFORE.search(
+            text[: match.start()]
+        ):
+            continue
+        count = match.group(1).lower()
+        found.add((_COUNT_WORDS.get(count, count), match.group(2).lower()[:-1]))
+    return found
 
 
 def frequency_spans(text: str) -> tuple[list[float], list[tuple[float, float]]]:
@@ -111,7 +140,7 @@ def question_qualifiers(question: str, abbreviations: dict[str, str] | None = No
         for abbreviation, long in (abbreviations or {}).items()
         if _names_term(question, abbreviation, long)
     ]
-    return Qualifiers(bands(question), frequencies, classes(question), terms)
+    return Qualifiers(bands(question), frequencies, classes(question), terms, counted(question))
 
 
 def _frequency_match(asked: list[float], text: str) -> int:
@@ -145,6 +174,8 @@ def qualifier_match(qualifiers: Qualifiers, text: str) -> float:
         votes.append(1 if named else _set_match(qualifiers.classes, stated))
     if qualifiers.terms:  # naming the term is a match; not naming it says nothing
         votes.append(int(any(_names_term(text, a, long) for a, long in qualifiers.terms)))
+    if qualifiers.counts:  # saying "two conditions" is a match; not saying it says nothing
+        votes.append(int(bool(qualifiers.counts & counted(text))))
     return sum(votes) / len(votes)
 
 

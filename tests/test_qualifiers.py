@@ -86,6 +86,16 @@ def test_the_row_for_the_asked_case_ranks_first(question, best):
     assert ranked[0].paragraph == best
 
 
+def test_a_counted_set_picks_the_paragraph_that_counts_it():
+    """ "The two conditions" is § 15.5(b) ("subject to two conditions"), not § 15.1(a), which
+    mentions "other conditions" and outranked it on similarity (data/samples)."""
+    question = question_qualifiers("What are the two conditions of operation for a Part 15 device?")
+    assert question.counts == {("2", "condition")}  # "Part 15" is a reference, not a count
+    assert qualifier_match(question, "is subject to two conditions: the device may not") == 1
+    assert qualifier_match(question, "and other conditions that govern the marketing") == 0
+    assert not question_qualifiers("How long is the term, two years?").counts  # an amount
+
+
 def test_the_short_answer_is_the_amount_in_the_passage_s_words():
     ss = passage("(j)")
     words = short_answer("What power limit applies to a spread spectrum emission?", [ss])
