@@ -40,9 +40,15 @@ def no_answer(searched: Mapping[str, Any] | None = None) -> str:
             repr(term) for term in searched["absent_terms"]
         )
         text += "."
+    if searched.get("uncovered_subject"):
+        words = ", ".join(repr(word) for word in searched["uncovered_subject"])
+        text += f" The closest rules are not about it: their sections never mention {words}."
     closest = searched.get("closest") or []
     if closest:
-        text += " Closest passages, below the relevance threshold: " + "; ".join(
+        why = (
+            "not about it" if searched.get("uncovered_subject") else "below the relevance threshold"
+        )
+        text += f" Closest passages, {why}: " + "; ".join(
             f"{c['pinpoint']} ({c['score']:.2f})" for c in closest
         )
         text += "."

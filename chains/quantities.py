@@ -97,6 +97,9 @@ _RANGE = r"\s*(?:-|–|—|\bto\b|\bthrough\b)\s*"
 _QUANTITY = re.compile(
     rf"(?P<a>{_NUMBER})(?:{_RANGE}(?P<b>{_NUMBER}))?(?:\s?(?:{_UNIT_GROUP})(?![A-Za-z0-9]))?"
 )
+_BETWEEN_AND = re.compile(
+    rf"(\bbetween\s+{_NUMBER}\s+)and(\s+{_NUMBER}\s?(?:{_UNIT_GROUP})(?![A-Za-z0-9]))", re.I
+)
 _WORD_VALUES = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
     "nine": 9, "ten": 10, "twelve": 12, "fifteen": 15, "twenty": 20, "twenty-five": 25,
@@ -185,6 +188,8 @@ def extract_quantities(text: str) -> list[Quantity]:
     """
     text = MARKER.sub(lambda m: " " * len(m.group(0)), text or "")
     text, found = _references(text)
+    # "between 28.300 and 28.500 MHz" is the range "28.300 to 28.500 MHz" (same length: spans hold).
+    text = _BETWEEN_AND.sub(lambda m: f"{m.group(1)}to {m.group(2)}", text)
     for match in _WORD_QUANTITY.finditer(text):
         unit, factor = _unit_of(match) or (None, 1.0)
         raw = float(_WORD_VALUES[match.group("w").lower()])

@@ -556,6 +556,13 @@ class RagChain:
         # Keep passages near the best one: a weak tail only distracts a small model.
         floor = max(self.settings.passage_threshold, best - self.settings.passage_margin)
         kept = [p for p in ranked if p.score >= floor]
+        uncovered = self.retriever.uncovered_words(asked_subject(question), kept)
+        if uncovered:  # "a low power FM broadcast station": the 60 m rule is not about it
+            searched["uncovered_subject"] = uncovered
+            searched["closest"] = [
+                {"pinpoint": p.pinpoint, "score": round(p.score, 4)} for p in kept[:CLOSEST_SHOWN]
+            ]
+            return [], searched
         if reread:
             kept = rerank(question, kept, self.llm, self.settings.rerank_weight)
             searched["reranked"] = any(p.likelihood is not None for p in kept)
@@ -842,6 +849,32 @@ def proper_names(question: str) -> list[str]:
     if len(run) >= 2:
         names.append(" ".join(w for w, _ in run))
     return list(dict.fromkeys(names))
+
+
+# "the maximum ERP of a low power FM broadcast station", "the power for an amateur beacon
+# station": what the question is about, ending at the kind of thing it is.
+_SUBJECT = re.compile(
+    r"\b(?:of|for)\s+(?:an?|the|any|each)\s+((?:[\w-]+\s+){0,5}?"
+    r"(?:station|device|system|transmitter|service|radio|licensee|operator|vessel|ship|"
+    r"network|equipment|repeater|microphone)s?)\b",
+    re.IGNORECASE,
+)
+# Head nouns and words as general as they are: every rule is about some station or device.
+_GENERIC_SUBJECT_WORDS = frozenset(
+    "station device system transmitter service radio licensee operator equipment "
+    "licensed unlicensed new".split()
+)
+
+
+def asked_subject(question: str) -> list[str]:
+    """The words that say what an "of a ... station" question is about: "the maximum ERP of a
+    low power FM broadcast station" -> ["low", "power", "FM", "broadcast"]. [] when the
+    question names no such subject."""
+    match = _SUBJECT.search(question)
+    if not match:
+        return []
+    words = re.findall(r"[^\W_]+", match.group(1))
+    return [w for w in words if len(w) > 1 and w.lower() not in _GENERIC_SUBJECT_WORDS]
 
 
 def _mark_cited(sources: Sequence[Source], cited: Sequence[int]) -> list[Source]:

@@ -25,6 +25,7 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, model_validator
 from qdrant_client import QdrantClient, models
 
+from chains.evidence import content_tokens
 from chains.qualifiers import find_abbreviations
 from core.records import RetrievedChunk
 from core.settings import Settings, get_settings
@@ -54,7 +55,9 @@ _UNIT_AFTER = re.compile(
     r"hours?\b|days?\b|years?\b|PEP\b|ERP\b|EIRP\b|times\b))"
 )
 # "28.0-28.5 MHz": the first number of a range whose unit follows the second.
-_RANGE_AFTER = re.compile(r"\s*(?:-|–|—|\bto\b|\bthrough\b)\s*\d+(?:\.\d+)?" + _UNIT_AFTER.pattern)
+_RANGE_AFTER = re.compile(
+    r"\s*(?:-|–|—|\bto\b|\bthrough\b|\band\b)\s*\d+(?:\.\d+)?" + _UNIT_AFTER.pattern
+)  # "28.0-28.5 MHz", "between 28.300 and 28.500 MHz"
 _PART_REF = re.compile(r"\bPart\s+(\d{1,3})\b(?![.\d])")  # "Part 15", not "part of"
 _SECTION_SIGN_BEFORE = re.compile(r"(?:§{1,2}|\bsec(?:tion|s?\.)|\bpart)\s*$", re.IGNORECASE)
 FILTER_FIELDS = ("source", "section", "part", "doc_type", "page", "root", "title", "subpart")
@@ -313,6 +316,39 @@ class Retriever:
             if texts is not None and not any(wanted in f" {_phrase_key(t)} " for t in texts):
                 absent.append(phrase)
         return absent
+
+    def uncovered_words(self, words: Sequence[str], passages: Sequence[Any]) -> list[str]:
+        """The `words` that the documents use, but not in the sections the passages come from
+        (the whole section, heading included; the whole document for passages without one).
+
+        Asked about "a low power FM broadcast station", the best passages are the amateur 60 m
+        rule (§ 97.313(i)); "FM" and "broadcast" are in the documents (VHF-FM, international
+        broadcast stations) but nowhere in § 97.313, so it is not the rule asked about. Words
+        no document uses ("ham", "walkie") are the asker's own, and say nothing here."""
+        if not words or not passages:
+            return []
+        sections = sorted({p.section for p in passages if p.section})
+        sources = sorted({p.source for p in passages if not p.section and p.source})
+        texts = [
+            (record.payload or {}).get(CONTENT_KEY) or ""
+            for field, values in (("section", sections), ("source", sources))
+            if values
+            for record in self._scroll(metadata_filter(**{field: values}))
+        ]
+        texts += [p.heading or "" for p in passages]
+        present = content_tokens(" ".join(texts))
+        return [
+            word
+            for word in words
+            if not content_tokens(word) <= present and not self.absent_terms([word])
+        ]
+
+    def _scroll(self, condition, limit: int = 256) -> list:
+        records, _ = self.client.scroll(
+            self.collection, scroll_filter=condition, limit=limit,
+            with_payload=[CONTENT_KEY], with_vectors=False,
+        )  # fmt: skip
+        return records
 
     def _keyword_texts(self, text: str, limit: int) -> list[str] | None:
         """The texts of the `limit` chunks the keyword index ranks best for `text` ([] in an

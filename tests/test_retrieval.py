@@ -229,3 +229,5 @@ def test_quantities_are_not_section_ids():
     # A range's first number: "28.0-28.5 MHz" abstained as "the documents do not include § 28.0".
     assert section_ids("What power on the 28.0-28.5 MHz segment?") == []
     assert section_ids("Who may use 10.10 to 10.15 MHz under § 97.313?") == ["97.313"]
+    # Exam wording: "between 28.300 and 28.500 MHz" abstained as "... do not include § 28.300".
+    assert section_ids("What may a Technician use between 28.300 and 28.500 MHz?") == []

@@ -74,6 +74,7 @@ def _values(text: str) -> list[tuple[float, str | None]]:
         ("25 watts", [(25, "W")]),
         ("200 milliwatts", [(0.2, "W")]),
         ("156-162 MHz", [(156e6, "Hz"), (162e6, "Hz")]),
+        ("between 28.300 and 28.500 MHz", [(28.3e6, "Hz"), (28.5e6, "Hz")]),  # a range too
         ("2.4 GHz", [(2.4e9, "Hz")]),
         ("10 W PEP", [(10, "W")]),
         ("0.5 percent", [(0.5, "%")]),
