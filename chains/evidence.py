@@ -20,7 +20,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import PurePath
 from typing import Any
 
@@ -61,6 +61,13 @@ W_QUALIFIER = 0.15
 W_PHRASE = 0.15
 # A paragraph longer than this is quoted sentence by sentence (under the same pinpoint).
 LONG_PARAGRAPH_CHARS = 240
+# A sentence quoted from such a paragraph is read with its neighbours, up to this many
+# characters: the sentence that ranks best is often only the lead-in or the gloss of the answer. Asked for the two
+# tones of the radiotelephone alarm signal, § 80.317(b)'s first sentence ("consists of two ...
+# tones transmitted alternately") ranked first and the next ("One tone must have a frequency of
+# 2200 Hertz and the other ... 1300 Hertz") was not shown; asked for an amplifier's gain limit,
+# § 97.317(a)(2)'s definition of gain was shown, not the sentence before it ("by more than 15 dB").
+PARAGRAPH_QUOTE_CHARS = 720
 # A "sentence" shorter than this (a paragraph heading like "Fixed point-to-point
 # operation.") stays with the sentence after it.
 MIN_SENTENCE_CHARS = 40
@@ -674,6 +681,66 @@ def rank_passages(
     return sorted(unique, key=lambda p: -p.score)[:k]
 
 
+def _adjacent(passage: Passage, candidates: Sequence[Passage], text: str, after: bool):
+    """The candidate right after (or before) `passage` in its paragraph: same chunk and
+    paragraph, only whitespace between."""
+    for other in candidates:
+        if other.chunk_id != passage.chunk_id or other.paragraph != passage.paragraph:
+            continue
+        gap = (passage.span[1], other.span[0]) if after else (other.span[1], passage.span[0])
+        if gap[0] <= gap[1] and not text[gap[0] : gap[1]].strip():
+            return other
+    return None
+
+
+def with_paragraph_sentences(
+    kept: Sequence[Passage],
+    candidates: Sequence[Passage],
+    chunk_texts: dict[str, str],
+    limit: int | None = None,
+) -> list[Passage]:
+    """The kept passages, each sentence of a long paragraph read with its neighbours there:
+    the sentences after it, then those before it, while the quote stays within `limit`
+    characters. The result is still a verbatim slice of the chunk; a kept passage it now
+    holds is dropped. `limit`: PARAGRAPH_QUOTE_CHARS unless given."""
+    limit = PARAGRAPH_QUOTE_CHARS if limit is None else limit
+    extended: list[Passage] = []
+    for passage in kept:
+        text = chunk_texts.get(passage.chunk_id or "")
+        if text is None or any(_holds(done, passage) for done in extended):
+            continue
+        first = last = passage
+        for after in (True, False):
+            while (near := _adjacent(last if after else first, candidates, text, after)) and (
+                max(last.span[1], near.span[1]) - min(first.span[0], near.span[0]) <= limit
+            ):
+                first, last = (first, near) if after else (near, last)
+        extended.append(_joined(passage, first, last, text))
+    return extended
+
+
+def _joined(passage: Passage, first: Passage, last: Passage, text: str) -> Passage:
+    if first is passage and last is passage:
+        return passage
+    start, end = first.span[0], last.span[1]
+    source_span = None
+    if passage.source_span:
+        offset = passage.source_span[0] - passage.span[0]
+        source_span = (start + offset, end + offset)
+    return replace(
+        passage, text=text[start:end], span=(start, end), source_span=source_span,
+        context=first.context,
+    )  # fmt: skip
+
+
+def _holds(outer: Passage, inner: Passage) -> bool:
+    return (
+        outer.chunk_id == inner.chunk_id
+        and outer.span[0] <= inner.span[0]
+        and inner.span[1] <= outer.span[1]
+    )
+
+
 def passages_from_chunks(chunks: Iterable[Any]) -> list[Passage]:
     """All passages of several chunks, in chunk order."""
     return [passage for chunk in chunks for passage in split_passages(chunk)]
@@ -720,7 +787,9 @@ def choose_passages(
     if best is None or best < threshold:
         return [], best
     floor = max(threshold, best - margin)
-    return [p for p in ranked if p.score >= floor], best
+    kept = [p for p in ranked if p.score >= floor]
+    texts = {str(getattr(c, "id", None)): getattr(c, "text", "") or "" for c in chunks}
+    return with_paragraph_sentences(kept, passages_from_chunks(chunks), texts), best
 
 
 def numbered_sources(passages: Sequence[Passage]) -> list[dict[str, Any]]:

@@ -345,6 +345,9 @@ def states_amount(text: str, units: set[str] | None = None) -> bool:
 
 # The unit an amount question asks for, from its words (None: any amount).
 _ASKED_UNITS: list[tuple[re.Pattern, set[str]]] = [
+    # First: "how much gain may an RF power amplifier provide" asks for dB, not watts.
+    (re.compile(r"\b(?:dB|gain|attenuat\w*|below\s+the\s+(?:mean|fundamental))\b", re.I),
+     {"dB", "dBc", "dBi", "dBd"}),
     (re.compile(r"\b(?:power|watts?|output|PEP|ERP|EIRP|e\.i\.r\.p)\b", re.I), {"W", "dBW", "dBm"}),
     (re.compile(r"\b(?:how\s+long|period|days?|years?|months?|minutes?|hours?|seconds?|"
                 r"retain|kept|valid|term|expire|within\s+how)\b", re.I),
@@ -353,8 +356,6 @@ _ASKED_UNITS: list[tuple[re.Pattern, set[str]]] = [
      {"Hz"}),
     (re.compile(r"\b(?:how\s+far|distance|height|radius|miles?|km|feet|meters?\s+of)\b", re.I),
      {"m", "ft", "mi"}),
-    (re.compile(r"\b(?:dB|attenuat\w*|below\s+the\s+(?:mean|fundamental))\b", re.I),
-     {"dB", "dBc"}),
 ]  # fmt: skip
 
 

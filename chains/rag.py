@@ -35,7 +35,12 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from chains.citations import clean_citations
-from chains.evidence import Passage, passages_from_chunks, rank_passages
+from chains.evidence import (
+    Passage,
+    passages_from_chunks,
+    rank_passages,
+    with_paragraph_sentences,
+)
 from chains.prompts import (
     RAG_STOP,
     WEAK_MATCH_NOTE,
@@ -566,6 +571,7 @@ class RagChain:
         if reread:
             kept = rerank(question, kept, self.llm, self.settings.rerank_weight)
             searched["reranked"] = any(p.likelihood is not None for p in kept)
+        kept = with_paragraph_sentences(kept, candidates, {str(c.id): c.text for c in chunks})
         return kept, searched
 
     def fit_context(

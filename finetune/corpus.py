@@ -110,7 +110,9 @@ def _find_gold(answer: str, passages: list, min_overlap: float) -> tuple[Any, fl
 
 
 def _same_passage(a, b) -> bool:
-    return a.source == b.source and _normal(a.text) == _normal(b.text)
+    """Does passage `a` quote `b` (the same words, or `b` within the sentences of its
+    paragraph that `chains.evidence.with_paragraph_sentences` quotes with it)?"""
+    return a.source == b.source and _normal(b.text) in _normal(a.text)
 
 
 def build_corpus_examples(
