@@ -719,6 +719,90 @@ def with_paragraph_sentences(
     return extended
 
 
+def widen_quotes(kept: Sequence[Passage], chunks: Sequence[Any]) -> list[Passage]:
+    """What is quoted for the kept passages: a list item with its whole list, a sentence with
+    its paragraph's neighbours (both within PARAGRAPH_QUOTE_CHARS); verbatim slices of the
+    retrieved chunks, best first."""
+    candidates = passages_from_chunks(chunks)
+    texts = {str(getattr(c, "id", None)): getattr(c, "text", "") or "" for c in chunks}
+    lists = with_whole_lists(kept, candidates, texts)
+    return with_paragraph_sentences(lists, candidates, texts)
+
+
+_LAST_MARKER = re.compile(r"\([^()]*\)$")
+
+
+def with_whole_lists(
+    kept: Sequence[Passage],
+    candidates: Sequence[Passage],
+    chunk_texts: dict[str, str],
+    limit: int | None = None,
+) -> list[Passage]:
+    """The kept passages, with a list quoted whole where two or more of them are its items
+    (or an item and its lead-in): the ranking could not tell which item answers, and an
+    order, a sequence or a choice among the items is read off the whole list. The list is
+    quoted from its first item to its last, pinpointed to its paragraph, when it fits in
+    `limit` characters (PARAGRAPH_QUOTE_CHARS). Asked which communications come second in
+    priority, § 80.91(a)(1) ("Distress calls ...") and the lead-in were quoted, not (2)
+    ("Urgency communications"). A single kept item keeps its own pinpoint (§ 97.313(c)(1) for
+    10.140 MHz). A kept passage the list holds is dropped."""
+    limit = PARAGRAPH_QUOTE_CHARS if limit is None else limit
+    quoted = [_whole_list(p, kept, candidates, chunk_texts, limit) or p for p in kept]
+    shown: list[Passage] = []
+    for passage in quoted:
+        if not any(_holds(other, passage) for other in shown):
+            shown = [other for other in shown if not _holds(passage, other)]
+            shown.append(passage)
+    return shown
+
+
+def _in_list(passage: Passage, parent: str) -> bool:
+    return bool(passage.paragraph) and passage.paragraph.startswith(parent)
+
+
+def _whole_list(
+    passage: Passage,
+    kept: Sequence[Passage],
+    candidates: Sequence[Passage],
+    chunk_texts: dict[str, str],
+    limit: int,
+) -> Passage | None:
+    text = chunk_texts.get(passage.chunk_id or "")
+    if not text or not passage.paragraph:
+        return None
+    parent = _LAST_MARKER.sub("", passage.paragraph)
+    if sum(p.chunk_id == passage.chunk_id and _in_list(p, parent) for p in kept) < 2:
+        return None
+    items = [
+        c
+        for c in candidates
+        if c.chunk_id == passage.chunk_id and _in_list(c, parent) and c.paragraph != parent
+    ]
+    if len({c.paragraph for c in items}) < 2:
+        return None
+    start, end = min(c.span[0] for c in items), max(c.span[1] for c in items)
+    marker = _MARKER_BEFORE.search(text, 0, start)  # "(1) " of the first item
+    start = marker.start() if marker else start
+    if end - start > limit:
+        return None
+    offset = passage.source_span[0] - passage.span[0] if passage.source_span else None
+    lead_in = next((c.context for c in items if c.context), None)
+    return replace(
+        passage,
+        text=text[start:end],
+        span=(start, end),
+        source_span=(start + offset, end + offset) if offset is not None else None,
+        paragraph=parent or None,
+        pinpoint=make_pinpoint(
+            passage.section, parent or None, passage.source, passage.page, passage.heading
+        ),
+        context=lead_in,
+    )
+
+
+_MARKER_BEFORE = re.compile(r"(?:\([a-zA-Z0-9]{1,6}\))+\s*$")
+
+
 def _joined(passage: Passage, first: Passage, last: Passage, text: str) -> Passage:
     if first is passage and last is passage:
         return passage
@@ -787,9 +871,7 @@ def choose_passages(
     if best is None or best < threshold:
         return [], best
     floor = max(threshold, best - margin)
-    kept = [p for p in ranked if p.score >= floor]
-    texts = {str(getattr(c, "id", None)): getattr(c, "text", "") or "" for c in chunks}
-    return with_paragraph_sentences(kept, passages_from_chunks(chunks), texts), best
+    return widen_quotes([p for p in ranked if p.score >= floor], chunks), best
 
 
 def numbered_sources(passages: Sequence[Passage]) -> list[dict[str, Any]]:

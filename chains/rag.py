@@ -39,7 +39,7 @@ from chains.evidence import (
     Passage,
     passages_from_chunks,
     rank_passages,
-    with_paragraph_sentences,
+    widen_quotes,
 )
 from chains.prompts import (
     RAG_STOP,
@@ -571,7 +571,7 @@ class RagChain:
         if reread:
             kept = rerank(question, kept, self.llm, self.settings.rerank_weight)
             searched["reranked"] = any(p.likelihood is not None for p in kept)
-        kept = with_paragraph_sentences(kept, candidates, {str(c.id): c.text for c in chunks})
+        kept = widen_quotes(kept, chunks)
         return kept, searched
 
     def fit_context(

@@ -22,6 +22,7 @@ from chains.evidence import (
     sentence_spans,
     split_passages,
     with_paragraph_sentences,
+    with_whole_lists,
 )
 from tests.conftest import SAMPLE_CORPUS
 
@@ -413,3 +414,32 @@ def test_a_sentence_is_quoted_with_its_paragraph(text, section, kept, quoted):
     # A kept sentence the extended quote now holds is not quoted twice.
     neighbours = [p for p in candidates if p.paragraph == best.paragraph]
     assert len(with_paragraph_sentences(neighbours, candidates, {"c1": text})) < len(neighbours)
+
+
+ACKNOWLEDGEMENT = (  # § 80.322, as published (eCFR, 2024-11-14)
+    "§ 80.322 Form of acknowledgement of distress message.\n\n"
+    "(b) The acknowledgement of receipt of a radiotelephone distress message is transmitted in "
+    "the following form:\n\n(1) The distress signal MAYDAY;\n\n(2) The call sign or other "
+    "identification of the station sending the distress message, spoken three times;\n\n"
+    "(3) The words THIS IS;\n\n(4) The call sign or other identification of the station "
+    "acknowledging receipt, spoken three times;\n\n(5) The word RECEIVED;\n\n"
+    "(6) The distress signal MAYDAY.\n"
+)
+
+
+def test_two_items_of_one_list_quote_the_whole_list():
+    """Asked which word follows the acknowledging station's identification, the ranking kept
+    items (4) and (2), not (5) "RECEIVED": the order is read off the whole list."""
+    chunk = _chunk(ACKNOWLEDGEMENT, section="80.322", char_start=0, para_path=[])
+    candidates = split_passages(chunk)
+    item = {p.paragraph: p for p in candidates}
+    [shown] = with_whole_lists(
+        [item["(b)(4)"], item["(b)(2)"]], candidates, {"c1": ACKNOWLEDGEMENT}
+    )
+    assert shown.pinpoint == "§ 80.322(b)" and shown.text.startswith("(1) The distress signal")
+    assert "(4) The call sign" in shown.text and "(5) The word RECEIVED" in shown.text
+    assert shown.text == ACKNOWLEDGEMENT[shown.span[0] : shown.span[1]]
+    # One kept item keeps its own pinpoint: the ranking chose it.
+    assert with_whole_lists([item["(b)(5)"]], candidates, {"c1": ACKNOWLEDGEMENT}) == [
+        item["(b)(5)"]
+    ]
