@@ -687,6 +687,8 @@ def _adjacent(passage: Passage, candidates: Sequence[Passage], text: str, after:
     for other in candidates:
         if other.chunk_id != passage.chunk_id or other.paragraph != passage.paragraph:
             continue
+        if _is_row(other.text):  # a table's rows are quoted one by one, under their header
+            continue
         gap = (passage.span[1], other.span[0]) if after else (other.span[1], passage.span[0])
         if gap[0] <= gap[1] and not text[gap[0] : gap[1]].strip():
             return other
@@ -708,6 +710,9 @@ def with_paragraph_sentences(
     for passage in kept:
         text = chunk_texts.get(passage.chunk_id or "")
         if text is None or any(_holds(done, passage) for done in extended):
+            continue
+        if _is_row(passage.text):
+            extended.append(passage)
             continue
         first = last = passage
         for after in (True, False):

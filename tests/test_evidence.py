@@ -443,3 +443,16 @@ def test_two_items_of_one_list_quote_the_whole_list():
     assert with_whole_lists([item["(b)(5)"]], candidates, {"c1": ACKNOWLEDGEMENT}) == [
         item["(b)(5)"]
     ]
+
+
+def test_table_rows_are_quoted_one_by_one():
+    """Rows of one table share a paragraph; each is still quoted alone, under its header."""
+    table = (
+        "Kind of device | Statement required\n"
+        "Receiver for a licensed service | Operation subject to the condition that ...\n"
+        "All other devices | Two-condition statement\n"
+    )
+    chunk = _chunk(table, source="labelling.html", heading="Which statement applies")
+    rows = split_passages(chunk)
+    assert len(rows) == 2
+    assert with_paragraph_sentences(rows[:1], rows, {"c1": table}) == rows[:1]
