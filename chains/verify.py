@@ -392,8 +392,12 @@ def format_quote(passage: Passage) -> str:
 
 
 def _ranked(question: str, passages: Sequence[Passage], embedder) -> list[Passage]:
-    """Best first: by the scores rank_passages gave them (for this question, the caller's
-    contract), else ranked now."""
+    """Best first: in the order the chat model reread them into (`chains.rerank`), else by the
+    scores rank_passages gave them (for this question, the caller's contract), else ranked
+    now. (The quotes used to follow the first-stage score alone, so a reread order was shown
+    in the sources but not in the answer: § 15.5(b) was source [1] and quoted second.)"""
+    if any(p.likelihood is not None for p in passages):
+        return list(passages)
     if any(p.dense_score is not None for p in passages):
         return sorted(passages, key=lambda p: -p.score)
     return rank_passages(question, passages, embedder, k=len(passages))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -349,3 +350,29 @@ def test_a_sentence_without_the_asked_amount_is_dropped(model_craft, embedder):
     )
     assert result.fallback and "1 W" in result.answer
     assert result.dropped[0]["reason"] == "states no amount; one was asked"
+
+
+def test_extractive_quotes_follow_the_model_s_reread_order():
+    """The chain's rereading (`chains.rerank`) puts § 15.5(b) first; the quote follows it, not
+    the first-stage score that put a labelling-table row above it."""
+    row = Passage(
+        "Receiver | operation subject to the condition",
+        "table",
+        None,
+        None,
+        "l.html",
+        None,
+        (0, 40),
+        None,
+        "c1",
+        score=0.767,
+        dense_score=0.6,
+        likelihood=-2.4,
+    )
+    rule = Passage("is subject to two conditions: the device may not cause harmful interference",
+                   "§ 15.5(b)", "15.5", "(b)", "g.md", None, (0, 70), None, "c2", score=0.727,
+                   dense_score=0.5, likelihood=-1.1)  # fmt: skip
+    quoted = extractive_answer("What are the two conditions of operation?", [rule, row])
+    assert quoted.answer.startswith("§ 15.5(b)") and quoted.cited[0] == 1
+    unread = [replace(p, likelihood=None) for p in (rule, row)]
+    assert extractive_answer("What are the two conditions?", unread).answer.startswith("table")
