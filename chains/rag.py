@@ -857,10 +857,11 @@ def proper_names(question: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-# "the maximum ERP of a low power FM broadcast station", "the power for an amateur beacon
-# station": what the question is about, ending at the kind of thing it is.
+# "the maximum ERP of a low power FM broadcast station", "What power may a licensed wireless
+# microphone use": what the question is about, ending at the kind of thing it is.
 _SUBJECT = re.compile(
-    r"\b(?:of|for)\s+(?:an?|the|any|each)\s+((?:[\w-]+\s+){0,5}?"
+    r"\b(?:of|for|may|must|can|should|shall|does|do)\s+(?:an?|the|any|each)\s+"
+    r"((?:(?!(?:of|for|to|in|on|at|by|with|from|that|which|who)\b)[\w-]+\s+){0,5}?"
     r"(?:station|device|system|transmitter|service|radio|licensee|operator|vessel|ship|"
     r"network|equipment|repeater|microphone)s?)\b",
     re.IGNORECASE,
