@@ -20,10 +20,10 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.eval_runs import evals_argv, run_evals, variant_of
 from bench.rerank import FCC, SETS
 from core.settings import PROJECT_ROOT, get_settings
 
@@ -54,29 +54,15 @@ def worktree(ref: str, work: Path) -> Path:
 
 
 def run_eval(tree: Path, label: str, name: str, args) -> dict:
-    spec = SETS[name]
     out = args.work / f"{name}-{label}"
-    argv = [sys.executable, "-m", "evals", "--gold", str(spec["gold"]), "--json", "--no-progress"]
-    argv += ["--answer-modes", ",".join(args.modes), "--out", str(out)]
-    for folder in spec["corpus"]:
-        argv += ["--corpus", str(folder)]
-    if spec.get("exam"):
-        argv += ["--exam", str(spec["exam"]), "--exam-limit", str(args.exam_limit)]
-    if args.adapter:
-        argv += ["--adapter", args.adapter]
+    argv = evals_argv(SETS[name], out, args.modes, args.exam_limit, args.adapter)
     env = {
         **os.environ,
         "QDRANT_PATH": str(args.work / "qdrant"),
         "CACHE_DIR": str(get_settings().cache_dir),  # the models, dequantized once
         "PYTHONPATH": str(tree),
     }
-    results = out / "results.json"
-    if not (args.reuse and results.exists()):
-        print(f"[{name}, {label}] {' '.join(argv[1:])}", flush=True)
-        done = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True)
-        if done.returncode not in (0, 1):
-            raise SystemExit(f"evals failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return summarize(json.loads(results.read_text(encoding="utf-8")))
+    return summarize(run_evals(argv, env, out, f"{name}, {label}", args.reuse, cwd=tree))
 
 
 def summarize(data: dict) -> dict:
@@ -103,11 +89,6 @@ def summarize(data: dict) -> dict:
         if lists["first"]:
             found[f"answer.{variant}.first_token_s_p50"] = statistics.median(lists["first"])
     return found
-
-
-def variant_of(aggregate: dict, mode: str) -> str:
-    names = {k.split(".")[1] for k in aggregate if k.startswith("answer.")}
-    return next((n for n in sorted(names) if n.endswith(f"/{mode}")), min(names, default=""))
 
 
 def to_markdown(report: dict) -> str:

@@ -21,11 +21,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.eval_runs import evals_argv, run_evals, variant_of
 from core.settings import PROJECT_ROOT, get_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -54,24 +53,10 @@ ROWS = [  # (label, metric key with {v} for the variant)
 
 
 def run_one(name: str, weight: float, args) -> dict:
-    spec = SETS[name]
     out = args.work / f"{name}-w{weight:g}"
-    argv = [sys.executable, "-m", "evals", "--gold", str(spec["gold"]), "--json", "--no-progress"]
-    argv += ["--answer-modes", ",".join(args.modes), "--out", str(out)]
-    for folder in spec["corpus"]:
-        argv += ["--corpus", str(folder)]
-    if spec.get("exam"):
-        argv += ["--exam", str(spec["exam"]), "--exam-limit", str(args.exam_limit)]
-    if args.adapter:
-        argv += ["--adapter", args.adapter]
+    argv = evals_argv(SETS[name], out, args.modes, args.exam_limit, args.adapter)
     env = {**os.environ, "RERANK_WEIGHT": str(weight), "QDRANT_PATH": str(args.work / "qdrant")}
-    results = out / "results.json"
-    if not (args.reuse and results.exists()):
-        print(f"[{name}, weight {weight:g}] {' '.join(argv[1:])}", flush=True)
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        if done.returncode not in (0, 1):
-            raise SystemExit(f"evals failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    data = json.loads(results.read_text(encoding="utf-8"))
+    data = run_evals(argv, env, out, f"{name}, weight {weight:g}", args.reuse)
     aggregate = {**data["aggregate"], **first_source_hits(data)}
     aggregate["model"] = f"{data['config']['model']['model']} + adapter {args.adapter or 'none'}"
     return aggregate
@@ -93,13 +78,6 @@ def first_source_hits(data: dict) -> dict[str, float]:
     found = {f"answer.{v}.first_source_hit": statistics.mean(h) for v, h in hits.items()}
     found |= {f"answer.{v}.retrieve_s_p50": statistics.median(t) for v, t in times.items()}
     return found
-
-
-def variant_of(aggregate: dict, mode: str) -> str:
-    """The evaluation's variant name for `mode`: "adapter/extractive" beside other modes,
-    plain "adapter" (or "base") when it is the only one."""
-    names = {k.split(".")[1] for k in aggregate if k.startswith("answer.")}
-    return next((n for n in sorted(names) if n.endswith(f"/{mode}")), min(names, default=""))
 
 
 def to_markdown(report: dict) -> str:
