@@ -1,7 +1,8 @@
 """Answers of an earlier commit and of this working tree, side by side in one run.
 
     python -m bench.compare_refs --base 427fc89 [--sets ecfr,sample] [--modes verified]
-                                 [--exam-limit 168] [--out bench/results] [--reuse]
+                                 [--exam-limit 168] [--limit N] [--out bench/results]
+                                 [--work .cache/bench-refs] [--reuse]
 
 The base commit is checked out in a temporary git worktree; in it and in this tree, the
 evaluation CLI runs in its own process (`python -m evals ... --json`, with the served adapter
@@ -56,6 +57,7 @@ def worktree(ref: str, work: Path) -> Path:
 def run_eval(tree: Path, label: str, name: str, args) -> dict:
     out = args.work / f"{name}-{label}"
     argv = evals_argv(SETS[name], out, args.modes, args.exam_limit, args.adapter)
+    argv += ["--limit", str(args.limit)] if args.limit else []
     env = {
         **os.environ,
         "QDRANT_PATH": str(args.work / "qdrant"),
@@ -153,6 +155,7 @@ def parse_args(argv=None):
     parser.add_argument("--sets", default="ecfr,sample")
     parser.add_argument("--modes", default="verified")
     parser.add_argument("--exam-limit", type=int, default=168)
+    parser.add_argument("--limit", type=int, default=0, help="answer at most N gold items")
     parser.add_argument(
         "--adapter",
         default=get_settings().local_adapter_path or "",
