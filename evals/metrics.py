@@ -300,6 +300,9 @@ _ABSTENTION = re.compile(
 )
 
 
+_QUOTED = re.compile(r"[\"“][^\"”\n]*[\"”]")
+
+
 def without_notes(answer: str | None) -> str | None:
     """The answer without the chain's weak-match note (a warning line, not a claim)."""
     if not answer or WEAK_MATCH_NOTE not in answer:
@@ -319,8 +322,10 @@ def without_pinpoints(text: str, labels: Iterable[str]) -> str:
 
 def looks_like_abstention(answer: str | None) -> bool:
     """The answer declines ("the documents do not cover ...", "I cannot answer ...")
-    instead of answering; an empty answer counts as declining too."""
-    text = normalize_text(strip_citations(answer or ""))
+    instead of answering; an empty answer counts as declining too. Quoted rule text is the
+    rule's words, not the answer's: § 15.103(h) quoted whole says "is not covered by this
+    exemption", and the answer that quotes it answers."""
+    text = normalize_text(strip_citations(_QUOTED.sub(" ", answer or "")))
     text = (
         text.replace("don t ", "do not ")
         .replace("doesn t ", "does not ")

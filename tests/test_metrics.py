@@ -193,8 +193,12 @@ def test_abstention_scores_without_one_kind():
         ("The limit is 1 W [1].", False),
         ("The rule does not apply to Class A devices [2].", False),
         ("The definition does not include toys [1].", False),
+        # A quoted rule saying "not covered by" is the rule's words; the answer answers.
+        ('1.705 MHz [1]\n§ 15.103(h): "A device that can run from an AC adaptor is not covered '
+         'by this exemption." [1]', False),
+        ("§ 15.5(b): “The documents do not cover it.” [1] The documents do not cover fees.", True),
     ],
-)
+)  # fmt: skip
 def test_looks_like_abstention(answer, declines):
     assert m.looks_like_abstention(answer) is declines
 
