@@ -165,6 +165,7 @@ def parse_args(argv=None):
     parser.add_argument("--reuse", action="store_true", help="keep runs found in --work")
     parser.add_argument("--work", type=Path, default=PROJECT_ROOT / ".cache" / "bench-refs")
     args = parser.parse_args(argv)
+    args.work = args.work.resolve()  # the evaluations run inside the worktrees
     args.sets = [s for s in args.sets.split(",") if s]
     args.modes = [m for m in args.modes.split(",") if m]
     if "ecfr" in args.sets and not FCC.exists():
