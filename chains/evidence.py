@@ -724,11 +724,14 @@ def with_paragraph_sentences(
     return extended
 
 
-def widen_quotes(kept: Sequence[Passage], chunks: Sequence[Any]) -> list[Passage]:
+def widen_quotes(
+    kept: Sequence[Passage], chunks: Sequence[Any], candidates: Sequence[Passage] | None = None
+) -> list[Passage]:
     """What is quoted for the kept passages: a list item with its whole list, a sentence with
     its paragraph's neighbours (both within PARAGRAPH_QUOTE_CHARS); verbatim slices of the
-    retrieved chunks, best first."""
-    candidates = passages_from_chunks(chunks)
+    retrieved chunks, best first. `candidates`: the chunks' passages, when already split."""
+    if candidates is None:
+        candidates = passages_from_chunks(chunks)
     texts = {str(getattr(c, "id", None)): getattr(c, "text", "") or "" for c in chunks}
     lists = with_whole_lists(kept, candidates, texts)
     return with_paragraph_sentences(lists, candidates, texts)
@@ -790,18 +793,16 @@ def _whole_list(
     start = marker.start() if marker else start
     if end - start > limit:
         return None
-    offset = passage.source_span[0] - passage.span[0] if passage.source_span else None
-    lead_in = next((c.context for c in items if c.context), None)
-    return replace(
+    return _resliced(
         passage,
-        text=text[start:end],
-        span=(start, end),
-        source_span=(start + offset, end + offset) if offset is not None else None,
+        text,
+        start,
+        end,
         paragraph=parent or None,
         pinpoint=make_pinpoint(
             passage.section, parent or None, passage.source, passage.page, passage.heading
         ),
-        context=lead_in,
+        context=next((c.context for c in items if c.context), None),
     )
 
 
@@ -811,15 +812,16 @@ _MARKER_BEFORE = re.compile(r"(?:\([a-zA-Z0-9]{1,6}\))+\s*$")
 def _joined(passage: Passage, first: Passage, last: Passage, text: str) -> Passage:
     if first is passage and last is passage:
         return passage
-    start, end = first.span[0], last.span[1]
-    source_span = None
-    if passage.source_span:
-        offset = passage.source_span[0] - passage.span[0]
-        source_span = (start + offset, end + offset)
+    return _resliced(passage, text, first.span[0], last.span[1], context=first.context)
+
+
+def _resliced(passage: Passage, text: str, start: int, end: int, **changes: Any) -> Passage:
+    """`passage` quoting chunk text[start:end] instead, its source span moved alike."""
+    offset = passage.source_span[0] - passage.span[0] if passage.source_span else None
+    source_span = (start + offset, end + offset) if offset is not None else None
     return replace(
-        passage, text=text[start:end], span=(start, end), source_span=source_span,
-        context=first.context,
-    )  # fmt: skip
+        passage, text=text[start:end], span=(start, end), source_span=source_span, **changes
+    )
 
 
 def _holds(outer: Passage, inner: Passage) -> bool:
@@ -864,9 +866,10 @@ def choose_passages(
     (`Retriever.abbreviations`), as the chain ranks with them.
     """
     chunks = list(chunks)
+    candidates = passages_from_chunks(chunks)
     ranked = rank_passages(
         question,
-        passages_from_chunks(chunks),
+        candidates,
         embedder,
         k=k,
         chunk_order=[getattr(chunk, "id", None) for chunk in chunks],
@@ -876,7 +879,7 @@ def choose_passages(
     if best is None or best < threshold:
         return [], best
     floor = max(threshold, best - margin)
-    return widen_quotes([p for p in ranked if p.score >= floor], chunks), best
+    return widen_quotes([p for p in ranked if p.score >= floor], chunks, candidates), best
 
 
 def numbered_sources(passages: Sequence[Passage]) -> list[dict[str, Any]]:

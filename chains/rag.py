@@ -571,7 +571,7 @@ class RagChain:
         if reread:
             kept = rerank(question, kept, self.llm, self.settings.rerank_weight)
             searched["reranked"] = any(p.likelihood is not None for p in kept)
-        kept = widen_quotes(kept, chunks)
+        kept = widen_quotes(kept, chunks, candidates)
         return kept, searched
 
     def fit_context(

@@ -337,35 +337,30 @@ class Retriever:
         sections = sorted({p.section for p in passages if p.section})
         sources = sorted({p.source for p in passages if not p.section and p.source})
         texts = [
-            (record.payload or {}).get(CONTENT_KEY) or ""
+            text
             for field, values in (("section", sections), ("source", sources))
             if values
-            for record in self._scroll(metadata_filter(**{field: values}))
+            for text in self._texts(metadata_filter(**{field: values}))
         ]
         texts += [p.heading or "" for p in passages]
         present = content_tokens(" ".join(texts))
         missing = [word for word in words if not content_tokens(word) <= present]
-        return [word for word in missing if self._rare(word)]
+        if not missing:
+            return []
+        common = max(3, math.ceil(COMMON_WORD_SHARE * self.count()))
+        return [word for word in missing if self._rare(word, common)]
 
-    def _rare(self, word: str) -> bool:
+    def _rare(self, word: str, common: int) -> bool:
         """Used by the documents, in fewer than COMMON_WORD_SHARE of the chunks. A word most
         rules use ("maritime", "amateur", "ship") is the corpus's own domain: a section may
         leave it unsaid and still be the rule asked about ("a maritime radiotelephone
         station" identifying is § 80.102, which never says "maritime")."""
-        common = max(3, math.ceil(COMMON_WORD_SHARE * self.count()))
         texts = self._keyword_texts(word, limit=common)
         if not texts:
             return False  # no document uses it: the asker's own word ("ham", "walkie")
         # The index also reads each chunk's heading: count the chunks whose text says it.
         holding = sum(content_tokens(word) <= content_tokens(text) for text in texts)
         return holding < common / 2
-
-    def _scroll(self, condition, limit: int = 256) -> list:
-        records, _ = self.client.scroll(
-            self.collection, scroll_filter=condition, limit=limit,
-            with_payload=[CONTENT_KEY], with_vectors=False,
-        )  # fmt: skip
-        return records
 
     def _keyword_texts(self, text: str, limit: int) -> list[str] | None:
         """The texts of the `limit` chunks the keyword index ranks best for `text` ([] in an
@@ -390,12 +385,13 @@ class Retriever:
             _ABBREVIATIONS[key] = find_abbreviations(self._texts())
         return _ABBREVIATIONS[key]
 
-    def _texts(self):
+    def _texts(self, condition: models.Filter | None = None):
+        """The chunks' texts (those matching `condition`), page by page."""
         offset = None
         while True:
             records, offset = self.client.scroll(
-                self.collection, limit=256, offset=offset, with_payload=[CONTENT_KEY],
-                with_vectors=False,
+                self.collection, scroll_filter=condition, limit=256, offset=offset,
+                with_payload=[CONTENT_KEY], with_vectors=False,
             )  # fmt: skip
             yield from ((r.payload or {}).get(CONTENT_KEY) or "" for r in records)
             if offset is None:
