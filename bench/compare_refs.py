@@ -24,7 +24,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.eval_runs import evals_argv, run_evals, variant_of
+from bench.eval_runs import evals_argv, grouped_bars, run_evals, variant_of
 from bench.rerank import FCC, SETS
 from core.settings import PROJECT_ROOT, get_settings
 
@@ -120,11 +120,6 @@ def to_markdown(report: dict) -> str:
 
 
 def render_plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     mode = report["modes"][0]
     keys = [ROWS[0], ROWS[1], ROWS[3], ROWS[6]]
     labels, bars = [], {label: [] for label in report["labels"]}
@@ -136,17 +131,7 @@ def render_plot(report: dict, path: Path) -> None:
             labels.append(f"{name}\n{title}")
             for lab, value in got.items():
                 bars[lab].append(value or 0.0)
-    fig, ax = plt.subplots(figsize=(10, 4))
-    width = 0.4
-    for i, (lab, values) in enumerate(bars.items()):
-        ax.bar([x + i * width for x in range(len(labels))], values, width, label=lab)
-    ax.set_xticks([x + width / 2 for x in range(len(labels))], labels, fontsize=7)
-    ax.set_ylim(0, 1)
-    ax.set_title(f"{mode} answers: base vs this tree")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    grouped_bars(path, labels, bars, f"{mode} answers: base vs this tree")
 
 
 def parse_args(argv=None):

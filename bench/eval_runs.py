@@ -39,3 +39,23 @@ def variant_of(aggregate: dict, mode: str) -> str:
     plain "adapter" (or "base") when it is the only one."""
     names = {k.split(".")[1] for k in aggregate if k.startswith("answer.")}
     return next((n for n in sorted(names) if n.endswith(f"/{mode}")), min(names, default=""))
+
+
+def grouped_bars(path: Path, labels: list[str], bars: dict[str, list[float]], title: str) -> None:
+    """One group of bars per label (0..1), one bar per run in `bars` (legend label -> values)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(8, len(labels) * 1.2), 4))
+    width = 0.8 / max(len(bars), 1)
+    for i, (name, values) in enumerate(bars.items()):
+        ax.bar([x + i * width for x in range(len(labels))], values, width, label=name)
+    ax.set_xticks([x + width * (len(bars) - 1) / 2 for x in range(len(labels))], labels, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -24,7 +24,7 @@ import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.eval_runs import evals_argv, run_evals, variant_of
+from bench.eval_runs import evals_argv, grouped_bars, run_evals, variant_of
 from core.settings import PROJECT_ROOT, get_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -112,15 +112,9 @@ def to_markdown(report: dict) -> str:
 
 
 def render_plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = [("first passage in a gold section", ROWS[0][1]), ("key-fact recall", ROWS[1][1])]
     keys += [("exam answered right", ROWS[6][1])]
     mode = report["modes"][0]
-    fig, ax = plt.subplots(figsize=(8, 4))
     labels, bars = [], {}
     for name, runs in report["sets"].items():
         for label, key in keys:
@@ -129,17 +123,8 @@ def render_plot(report: dict, path: Path) -> None:
                 continue
             labels.append(f"{name}\n{label}")
             for weight, value in zip(runs, got, strict=True):
-                bars.setdefault(weight, []).append(value or 0.0)
-    width = 0.8 / max(len(bars), 1)
-    for i, (weight, values) in enumerate(bars.items()):
-        ax.bar([x + i * width for x in range(len(labels))], values, width, label=f"weight {weight}")
-    ax.set_xticks([x + width * (len(bars) - 1) / 2 for x in range(len(labels))], labels, fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_title(f"Rereading the kept passages ({mode} answers)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+                bars.setdefault(f"weight {weight}", []).append(value or 0.0)
+    grouped_bars(path, labels, bars, f"Rereading the kept passages ({mode} answers)")
 
 
 def parse_args(argv=None):
