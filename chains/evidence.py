@@ -764,6 +764,11 @@ def with_whole_lists(
     return shown
 
 
+def _parent(passage: Passage) -> str:
+    """The paragraph a list item belongs to: "(a)" for "(a)(2)", "" for a top-level "(b)"."""
+    return _LAST_MARKER.sub("", passage.paragraph or "")
+
+
 def _in_list(passage: Passage, parent: str) -> bool:
     return bool(passage.paragraph) and passage.paragraph.startswith(parent)
 
@@ -778,7 +783,7 @@ def _whole_list(
     text = chunk_texts.get(passage.chunk_id or "")
     if not text or not passage.paragraph:
         return None
-    parent = _LAST_MARKER.sub("", passage.paragraph)
+    parent = _parent(passage)
     if sum(p.chunk_id == passage.chunk_id and _in_list(p, parent) for p in kept) < 2:
         return None
     items = [
@@ -802,7 +807,7 @@ def _whole_list(
         pinpoint=make_pinpoint(
             passage.section, parent or None, passage.source, passage.page, passage.heading
         ),
-        context=next((c.context for c in items if c.context), None),
+        context=next((c.context for c in items if c.context and _parent(c) == parent), None),
     )
 
 

@@ -445,6 +445,31 @@ def test_two_items_of_one_list_quote_the_whole_list():
     ]
 
 
+POWER_STANDARDS = (  # § 97.313(a)-(d), as published (eCFR, 2024-11-14)
+    "§ 97.313 Transmitter power standards.\n\n(a) An amateur station must use the minimum "
+    "transmitter power necessary to carry out the desired communications.\n\n(b) No station may "
+    "transmit with a transmitter power exceeding 1.5 kW PEP.\n\n(c) No station may transmit with "
+    "a transmitter power output exceeding 200 W PEP:\n\n(1) On the 10.10-10.15 MHz segment;\n\n"
+    "(2) On the 7.050-7.075 MHz segment when the station is within ITU Regions 1 or 3.\n\n"
+    "(d) No station may transmit with a transmitter power exceeding 25 W PEP on the VHF 1.25 m "
+    "band when the control operator is a Novice operator.\n"
+)
+
+
+def test_a_whole_list_of_paragraphs_has_no_item_lead_in():
+    """Kept (b), (d) and (c)(1) of § 97.313: the section's paragraphs are quoted from (a), and
+    (c)(1)'s lead-in ("... 200 W PEP:") is not put before them as if it introduced the list
+    (it did: the quote opened with "exceeding 200 W PEP: … (a) An amateur station")."""
+    chunk = _chunk(POWER_STANDARDS, section="97.313", char_start=0, para_path=[])
+    candidates = split_passages(chunk)
+    item = {p.paragraph: p for p in candidates}
+    [shown] = with_whole_lists(
+        [item["(c)(1)"], item["(b)"], item["(d)"]], candidates, {"c1": POWER_STANDARDS}
+    )
+    assert shown.pinpoint == "§ 97.313" and shown.quote.startswith("(a) An amateur station")
+    assert "1.5 kW PEP" in shown.quote and shown.quote.endswith("a Novice operator.")
+
+
 def test_table_rows_are_quoted_one_by_one():
     """Rows of one table share a paragraph; each is still quoted alone, under its header."""
     table = (
