@@ -74,7 +74,10 @@ def passage_rows(collection: str, items: list) -> list[dict]:
                 "id": item.id,
                 "answerable": item.answerable,
                 "slice": item.slice,
-                "best": result.searched.get(SCORE_KEY),
+                # No passage at threshold -1: another check abstained (a rule or term the
+                # documents lack, a subject none of the best passages' sections is about),
+                # whatever the threshold.
+                "best": result.searched.get(SCORE_KEY) if result.sources else None,
                 "best_cosine": result.searched.get("best_cosine"),
                 "top_section": top.section if top else None,
                 # By section, or by file for documents without sections (the sample's KDBs).

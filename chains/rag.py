@@ -632,12 +632,17 @@ class RagChain:
 
     def _retrieve(self, query, k, mode, filters, score_threshold=None) -> list[RetrievedChunk]:
         threshold = self.settings.score_threshold if score_threshold is None else score_threshold
-        return self.retriever.search(
+        chunks = self.retriever.search(
             query,
             k=k or self.settings.retrieval_k,
             mode=mode or self.settings.retrieval_mode,
             filters=filters,
             score_threshold=threshold if threshold > 0 else None,
+        )
+        if not chunks or not self.settings.section_chunks:
+            return chunks
+        return self.retriever.with_section_chunks(
+            query, chunks, self.settings.section_chunks, filters
         )
 
     @staticmethod
@@ -815,7 +820,9 @@ class RagChain:
 
 
 # An acronym or coined name of the question: two capitals or more ("GMRS", "VoIP", "Wi-Fi").
-_DISTINCTIVE = re.compile(r"\b[A-Z][a-z]*(?:-?[A-Z][A-Za-z0-9]*)+\b")
+# "GMRS", "Wi-Fi", "VoIP"; and letters with a number, "E911", "P25", "FT8" (not an emission
+# designator such as "J3E", nor a call sign such as "W1AW": letters follow the digits).
+_DISTINCTIVE = re.compile(r"\b[A-Z][a-z]*(?:-?[A-Z][A-Za-z0-9]*)+\b|\b[A-Z]{1,3}\d{1,4}\b")
 # Everyday words written in capitals, not names of a topic: "Is that OK?" abstained on two
 # answerable lay questions of the eCFR gold set (e071, e090) because no rule says "OK".
 _EVERYDAY_CAPITALS = frozenset({"OK", "OKAY", "FYI", "ASAP", "FAQ", "DIY", "BTW", "IMO", "PS"})

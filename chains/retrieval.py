@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 MODES = ("dense", "hybrid", "bm25")
 _ABBREVIATIONS: dict[tuple, dict[str, str]] = {}  # (client, collection, points) -> abbreviations
 RRF_K = 60
+SECTION_CHUNKS = 12  # a section's chunks ranked beside the retrieved ones (with_section_chunks)
 # "15.109", "§ 2.1093(d)": a query naming a section id also ranks that section's chunks.
 _SECTION_ID = re.compile(r"(?<![\d.])(\d{1,3}\.\d{1,4}[a-z]?)(?![\d.]*\d)")
 # ... but "1.5 kW", "2.4 GHz", "0.5 percent" are quantities, not sections: read as section ids
@@ -180,6 +181,24 @@ class Retriever:
         return self._hybrid(
             dense_vector, sparse_vector, k, fetch_k, query_filter, score_threshold, query
         )
+
+    def with_section_chunks(
+        self, query: str, hits: list[RetrievedChunk], sections: int, filters: dict | None = None
+    ) -> list[RetrievedChunk]:
+        """`hits`, then the other chunks of the first `sections` sections among them (closest
+        first by the dense cosine, at most SECTION_CHUNKS per section). The paragraph for the
+        asked case often lies in a chunk of the right section that did not rank: for "the
+        60-meter ham band" the chunk of § 97.313(a)-(d) was retrieved, not the one holding
+        (i), 100 W PEP on the 60 m band."""
+        named = list(dict.fromkeys(hit.section for hit in hits if hit.section))[:sections]
+        if not named:
+            return hits
+        condition = _and(build_filter(filters), metadata_filter(section=named))
+        more = self._dense(self.embed_query(query), SECTION_CHUNKS * len(named), condition)
+        seen = {hit.id for hit in hits}
+        for hit in more:
+            hit.matched_by = ["section_chunk"]
+        return hits + [hit for hit in more if hit.id not in seen]
 
     def _points(self, response) -> list[RetrievedChunk]:
         return [RetrievedChunk.from_record(point, score=point.score) for point in response.points]

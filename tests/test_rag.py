@@ -120,8 +120,12 @@ def test_retrieve_only_never_needs_a_model(corpus_collection):
     assert result.answer is None and result.error is None
     assert 0 < len(result.sources) <= result_limit(corpus_collection)
     assert not any(s.cited for s in result.sources)
-    chunks = {c.id for c in Retriever(corpus_collection).search(ON_TOPIC, k=3)}
-    assert {s.chunk_id for s in result.sources} <= chunks  # passages of the 3 chunks only
+    retriever = Retriever(corpus_collection)
+    hits = retriever.search(ON_TOPIC, k=3)
+    sections = retriever.settings.section_chunks
+    chunks = {c.id for c in retriever.with_section_chunks(ON_TOPIC, hits, sections)}
+    # passages of the 3 chunks and their sections' other chunks only
+    assert {s.chunk_id for s in result.sources} <= chunks
     assert RagChain(None, Retriever(corpus_collection)).invoke(ON_TOPIC).error
 
 
@@ -307,6 +311,8 @@ def test_a_rule_the_documents_do_not_hold_abstains(corpus_collection):
     assert result.abstained and "§ 15.407" in result.answer
     result = chain.invoke("What does GMRS require for a repeater?", answer_mode="extractive")
     assert result.abstained and "GMRS" in result.answer
+    result = chain.invoke("What E911 accuracy must carriers meet?", answer_mode="extractive")
+    assert result.abstained and result.searched["absent_terms"] == ["E911"]
     # A name no document uses word for word: its words alone are everywhere.
     question = "What must wireless providers do to deliver Wireless Emergency Alerts?"
     result = chain.invoke(question, answer_mode="extractive")

@@ -231,3 +231,38 @@ def test_quantities_are_not_section_ids():
     assert section_ids("Who may use 10.10 to 10.15 MHz under § 97.313?") == ["97.313"]
     # Exam wording: "between 28.300 and 28.500 MHz" abstained as "... do not include § 28.300".
     assert section_ids("What may a Technician use between 28.300 and 28.500 MHz?") == []
+
+
+def test_the_asked_case_is_found_in_another_chunk_of_the_section(tmp_path):
+    """Asked for the power on "the 60-meter ham band", the two best chunks of the default
+    corpus's § 97.313 and its neighbours hold (a)-(h), not (i) "100 W PEP on the 60 m band":
+    the section's other chunks are ranked too, and (i) is the answer."""
+    import shutil
+
+    from chains.rag import RagChain
+    from chains.retrieval import Retriever
+    from core.settings import Settings
+    from ingest.pipeline import ingest_paths
+
+    folder = tmp_path / "part97"
+    folder.mkdir()
+    for section in ("97.303", "97.305", "97.307", "97.313"):
+        shutil.copy(ROOT / "data" / "corpus" / "ecfr" / "part97" / f"{section}.xml", folder)
+    ingest_paths([folder], collection="test_section_chunks", progress=False)
+    retriever = Retriever("test_section_chunks")
+    question = "How much power can I put out on the 60-meter ham band?"
+    hits = retriever.search(question, k=2)
+    assert not any("100 W PEP on the 60 m band" in hit.text for hit in hits)
+    more = retriever.with_section_chunks(question, hits, 1)
+    assert more[:2] == hits and {hit.section for hit in more} == {"97.313"}
+    assert any("100 W PEP on the 60 m band" in hit.text for hit in more[2:])
+    assert len({hit.id for hit in more}) == len(more)
+
+    def answer(sections: int):
+        chain = RagChain(None, retriever, settings=Settings(section_chunks=sections))
+        return chain.invoke(question, k=2, answer_mode="extractive")
+
+    without, with_sections = answer(0), answer(2)
+    assert "§ 97.313(i)" not in [source.pinpoint for source in without.sources]
+    assert with_sections.sources[0].pinpoint == "§ 97.313(i)"
+    assert with_sections.short_answer.startswith("At most 100 W PEP (§ 97.313(i))")
