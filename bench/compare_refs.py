@@ -121,7 +121,7 @@ def to_markdown(report: dict) -> str:
 
 def render_plot(report: dict, path: Path) -> None:
     mode = report["modes"][0]
-    keys = [ROWS[0], ROWS[1], ROWS[3], ROWS[6]]
+    keys = [ROWS[0], ROWS[1], ROWS[3], ("false abstention (lower is better)", ROWS[4][1]), ROWS[6]]
     labels, bars = [], {label: [] for label in report["labels"]}
     for name, runs in report["sets"].items():
         for title, key in keys:

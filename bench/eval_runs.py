@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 
@@ -52,7 +53,8 @@ def grouped_bars(path: Path, labels: list[str], bars: dict[str, list[float]], ti
     width = 0.8 / max(len(bars), 1)
     for i, (name, values) in enumerate(bars.items()):
         ax.bar([x + i * width for x in range(len(labels))], values, width, label=name)
-    ax.set_xticks([x + width * (len(bars) - 1) / 2 for x in range(len(labels))], labels, fontsize=7)
+    ticks = [x + width * (len(bars) - 1) / 2 for x in range(len(labels))]
+    ax.set_xticks(ticks, [textwrap.fill(label, 18) for label in labels], fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_title(title)
     ax.legend()
