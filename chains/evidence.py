@@ -725,13 +725,11 @@ def with_paragraph_sentences(
 
 
 def widen_quotes(
-    kept: Sequence[Passage], chunks: Sequence[Any], candidates: Sequence[Passage] | None = None
+    kept: Sequence[Passage], chunks: Sequence[Any], candidates: Sequence[Passage]
 ) -> list[Passage]:
     """What is quoted for the kept passages: a list item with its whole list, a sentence with
     its paragraph's neighbours (both within PARAGRAPH_QUOTE_CHARS); verbatim slices of the
-    retrieved chunks, best first. `candidates`: the chunks' passages, when already split."""
-    if candidates is None:
-        candidates = passages_from_chunks(chunks)
+    retrieved chunks, best first. `candidates`: the chunks' passages (split once, for ranking)."""
     texts = {str(getattr(c, "id", None)): getattr(c, "text", "") or "" for c in chunks}
     lists = with_whole_lists(kept, candidates, texts)
     return with_paragraph_sentences(lists, candidates, texts)

@@ -632,17 +632,13 @@ class RagChain:
 
     def _retrieve(self, query, k, mode, filters, score_threshold=None) -> list[RetrievedChunk]:
         threshold = self.settings.score_threshold if score_threshold is None else score_threshold
-        chunks = self.retriever.search(
+        return self.retriever.search(
             query,
             k=k or self.settings.retrieval_k,
             mode=mode or self.settings.retrieval_mode,
             filters=filters,
             score_threshold=threshold if threshold > 0 else None,
-        )
-        if not chunks or not self.settings.section_chunks:
-            return chunks
-        return self.retriever.with_section_chunks(
-            query, chunks, self.settings.section_chunks, filters
+            section_chunks=self.settings.section_chunks,
         )
 
     @staticmethod

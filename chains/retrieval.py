@@ -157,16 +157,23 @@ class Retriever:
         filters: dict | None = None,
         score_threshold: float | None = None,
         fetch_k: int | None = None,
+        section_chunks: int = 0,
     ) -> list[RetrievedChunk]:
-        """The `k` best chunks, best first. `score_threshold` applies to the dense cosine."""
+        """The `k` best chunks, best first. `score_threshold` applies to the dense cosine.
+        `section_chunks`: then the other chunks of the first N sections among them
+        (`with_section_chunks`, with the query embedded once)."""
         mode = mode or self.settings.retrieval_mode
         if mode not in MODES:
             raise ValueError(f"Unknown retrieval mode {mode!r}; use one of {MODES}")
         if not query.strip() or k <= 0 or not self.client.collection_exists(self.collection):
             return []
+        dense_vector = self.embed_query(query)
+        hits = self._ranked(query, dense_vector, k, mode, filters, score_threshold, fetch_k)
+        return self.with_section_chunks(query, hits, section_chunks, filters, dense_vector)
+
+    def _ranked(self, query, dense_vector, k, mode, filters, score_threshold, fetch_k):
         query_filter = build_filter(filters)
         fetch_k = max(fetch_k or 4 * k, k, 20 if mode == "hybrid" else k)
-        dense_vector = self.embed_query(query)
         if mode == "dense":
             return self._dense(dense_vector, k, query_filter, score_threshold)
         sparse_vector = sparse_query_vector(query)
@@ -183,22 +190,30 @@ class Retriever:
         )
 
     def with_section_chunks(
-        self, query: str, hits: list[RetrievedChunk], sections: int, filters: dict | None = None
+        self,
+        query: str,
+        hits: list[RetrievedChunk],
+        sections: int,
+        filters: dict | None = None,
+        dense_vector: np.ndarray | None = None,
     ) -> list[RetrievedChunk]:
         """`hits`, then the other chunks of the first `sections` sections among them (closest
         first by the dense cosine, at most SECTION_CHUNKS per section). The paragraph for the
         asked case often lies in a chunk of the right section that did not rank: for "the
         60-meter ham band" the chunk of § 97.313(a)-(d) was retrieved, not the one holding
-        (i), 100 W PEP on the 60 m band."""
+        (i), 100 W PEP on the 60 m band. `dense_vector`: the query's, when already embedded."""
         named = list(dict.fromkeys(hit.section for hit in hits if hit.section))[:sections]
         if not named:
             return hits
+        if dense_vector is None:
+            dense_vector = self.embed_query(query)
         condition = _and(build_filter(filters), metadata_filter(section=named))
-        more = self._dense(self.embed_query(query), SECTION_CHUNKS * len(named), condition)
         seen = {hit.id for hit in hits}
+        more = self._dense(dense_vector, SECTION_CHUNKS * len(named), condition)
+        more = [hit for hit in more if hit.id not in seen]
         for hit in more:
             hit.matched_by = ["section_chunk"]
-        return hits + [hit for hit in more if hit.id not in seen]
+        return hits + more
 
     def _points(self, response) -> list[RetrievedChunk]:
         return [RetrievedChunk.from_record(point, score=point.score) for point in response.points]
