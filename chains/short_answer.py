@@ -16,12 +16,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from chains.evidence import Passage
+from chains.evidence import Passage, content_tokens
 from chains.qualifiers import qualifier_match, question_qualifiers
 from chains.quantities import Quantity, asked_units, bound_of, extract_quantities, wants_amount
 from chains.verify import QUOTE_MARGIN
 
 _HOW_MANY = re.compile(r"\bhow\s+many\s+(\w+)", re.I)
+# "When may SAR testing of the other channels in a band be skipped?" asks for a condition (a
+# SAR of 0.8 W/kg or less), not the band's "100 MHz": a when-question's amount is a time.
+_ASKS_CONDITION = re.compile(
+    r"^\W*(?:when|under\s+what|in\s+what\s+(?:cases|circumstances))\b", re.I
+)
+_TIME_UNITS = {"s", "day", "month", "year"}
 # What follows an amount and belongs to it: "10 W PEP", "1 W EIRP", "100 W (PEP)".
 _SUFFIX = re.compile(r"\s*\(?(PEP|EIRP|ERP|e\.i\.r\.p\.|e\.r\.p\.|peak envelope power)\)?")
 _COUNTED = re.compile(r"\s+([A-Za-z][\w-]*(?:\s+(?:of\s+)?[a-z][\w-]*)?)")
@@ -36,9 +42,13 @@ def _amount_text(text: str, quantity: Quantity) -> str:
 
 
 def _count_text(text: str, quantity: Quantity) -> str | None:
-    """ "3 VEs" for "How many volunteer examiners ...": the number and the word after it."""
+    """ "3 VEs" for "How many volunteer examiners ...": the number and the word after it.
+
+    A number followed by a word that names nothing is no count: asked how many members a club
+    needs, § 97.17(b)(2)'s "the Internal Revenue Code of 1986 that provides ..." answered
+    "1986 that"."""
     counted = _COUNTED.match(text, quantity.span[1])
-    if not counted:
+    if not counted or not content_tokens(counted.group(1).split()[0]):
         return None
     bound = _BOUND_WORDS.get(bound_of(text, quantity, window=20) or "")
     words = f"{quantity.text} {counted.group(1).split()[0]}"
@@ -80,6 +90,8 @@ def stated_amount(question: str, passage: Passage) -> str | None:
         return None
     asked = {q.value for q in extract_quantities(question) if q.kind in ("quantity", "number")}
     units = asked_units(question)
+    if _ASKS_CONDITION.search(question) and units != _TIME_UNITS:
+        return None
     counting = units is None and _HOW_MANY.search(question)
     if units is None and not counting:  # "the emission limits between 5 and 30 MHz": which?
         return None

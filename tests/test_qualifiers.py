@@ -115,6 +115,20 @@ def test_the_short_answer_is_the_amount_in_the_passage_s_words():
         "of two minutes, the calling must cease for fifteen minutes.",
     )
     assert stated_amount("How long can I keep calling another boat?", calls) is None
+    # A count is a number and what it counts, not a year before "that" (§ 97.17(b)(2)).
+    club = replace(ss, text="an organization exempt under the Internal Revenue Code of 1986 "
+                   "that provides services")  # fmt: skip
+    assert stated_amount("How many members does a club need?", club) is None
+    team = replace(club, text="Each examination for an amateur operator license must be "
+                   "administered by a team of at least 3 VEs")  # fmt: skip
+    assert stated_amount("How many examiners must give an exam?", team) == "at least 3 VEs"
+    # "When may ...?" asks for a condition or a time, not the frequency band it mentions
+    # (KDB 447498 D01).
+    sar = replace(ss, text="testing of the other required channels within a frequency band "
+                  "is not needed when the reported 1-g SAR is 0.8 W/kg or less, for transmission "
+                  "bands of 100 MHz or less")  # fmt: skip
+    assert stated_amount("When may testing of other channels in a band be skipped?", sar) is None
+    assert stated_amount("What band width may skip testing other channels?", sar) == "100 MHz"
 
 
 def test_no_short_answer_when_a_close_rival_states_another_amount_for_the_same_case():
