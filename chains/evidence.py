@@ -116,6 +116,7 @@ class Passage:
     heading: str | None = None  # the chunk's heading ("§ 97.313 Transmitter power standards.")
     dense_score: float | None = None  # cosine(question, passage), set by rank_passages
     likelihood: float | None = None  # log P(question | passage) per token, set by chains.rerank
+    part: str | None = None  # the later part of a two-part question it answers (answer_each_part)
 
     @property
     def evidence(self) -> str:
@@ -679,6 +680,58 @@ def rank_passages(
         if passage.chunk_id in rank:
             passage.score += W_CHUNK_RANK / rank[passage.chunk_id]
     return sorted(unique, key=lambda p: -p.score)[:k]
+
+
+# ", and how old must each be?": a second question joined to the first.
+_PART_JOIN = re.compile(
+    r",?\s+(?:and|or)\s+(?=(?:how|what|which|who|whom|when|where|why|at\s+what|for\s+how|"
+    r"in\s+what|to\s+what)\b)",
+    re.I,
+)
+
+
+def question_parts(question: str) -> list[str]:
+    """The questions a question asks: "How many VEs must administer an exam, and how old must
+    each be?" asks two. One part for most questions."""
+    return [part.strip() for part in _PART_JOIN.split(question) if part.strip()]
+
+
+def answer_each_part(
+    question: str,
+    kept: Sequence[Passage],
+    candidates: Sequence[Passage],
+    k: int,
+    threshold: float,
+    chunk_order: Sequence[str] = (),
+    abbreviations: dict[str, str] | None = None,
+) -> list[Passage]:
+    """`kept`, with the best passage for each later part of a two-part question added (marked
+    with its `part`) when no kept passage is it: ranked against the whole question, the
+    passage for the second part loses to the first part's. Asked how many VEs must give an
+    exam "and how old must each be", the answer quoted § 97.509(a)'s "at least 3 VEs" twice
+    and never (b)(2)'s "at least 18 years of age". Only from the kept passages' sections,
+    where a second part is answered ("how old" alone would match any age rule), and only
+    above `threshold`; the last unmarked passage makes room when `k` are kept."""
+    parts = question_parts(question)[1:]
+    sections = {p.section for p in kept if p.section}
+    pool = [replace(p) for p in candidates if p.section in sections]  # scores are per question
+    kept = list(kept)
+    for part in parts:
+        ranked = rank_passages(
+            part, pool, k=1, chunk_order=chunk_order, abbreviations=abbreviations
+        )
+        if not ranked or ranked[0].score < threshold:
+            continue
+        best = ranked[0]
+        if any(_overlap(p, best) for p in kept):
+            continue
+        if len(kept) >= k:
+            unmarked = [i for i, p in enumerate(kept) if i and p.part is None]
+            if not unmarked:
+                continue
+            kept.pop(unmarked[-1])
+        kept.append(replace(best, part=part))
+    return kept
 
 
 def _adjacent(passage: Passage, candidates: Sequence[Passage], text: str, after: bool):

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from chains.citations import clean_citations
 from chains.evidence import (
     Passage,
+    answer_each_part,
     passages_from_chunks,
     rank_passages,
     widen_quotes,
@@ -571,6 +572,15 @@ class RagChain:
         if reread:
             kept = rerank(question, kept, self.llm, self.settings.rerank_weight)
             searched["reranked"] = any(p.likelihood is not None for p in kept)
+        kept = answer_each_part(
+            question,
+            kept,
+            candidates,
+            k=self.settings.evidence_passages,
+            threshold=self.settings.passage_threshold,
+            chunk_order=[chunk.id for chunk in chunks],
+            abbreviations=self.retriever.abbreviations(),
+        )
         kept = widen_quotes(kept, chunks, candidates)
         return kept, searched
 

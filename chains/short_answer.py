@@ -72,6 +72,8 @@ def short_answer(
     qualifiers = question_qualifiers(question, abbreviations)
     fit = qualifier_match(qualifiers, best.evidence)
     for other in passages[1:]:
+        if other.part is not None:  # it answers another part of the question
+            continue
         if other.score < best.score - QUOTE_MARGIN:
             break
         rival = stated_amount(question, other)

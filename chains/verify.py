@@ -403,21 +403,32 @@ def _ranked(question: str, passages: Sequence[Passage], embedder) -> list[Passag
     return rank_passages(question, passages, embedder, k=len(passages))
 
 
+def _paragraphs(passages: Sequence[Passage]) -> set[tuple[str | None, str | None]]:
+    return {(p.section, p.paragraph) for p in passages}
+
+
 def extractive_answer(
     question: str, passages: Sequence[Passage], max_quotes: int = 2, embedder=None
 ) -> Verification:
     """Quotes only, no model: the top passage verbatim with its pinpoint and [n], and a
     second one when it scores within QUOTE_MARGIN of the first and is another paragraph."""
     passages = number_passages(passages)
-    if not passages:
+    whole = [p for p in passages if p.part is None]
+    if not whole:
         return Verification(answer="", fallback=True)
-    ranked = _ranked(question, passages, embedder)
+    ranked = _ranked(question, whole, embedder)
     quotes = [ranked[0]]
     for passage in ranked[1:]:
         if len(quotes) >= max_quotes or passage.score < ranked[0].score - QUOTE_MARGIN:
             break
         if all((passage.section, passage.paragraph) != (q.section, q.paragraph) for q in quotes):
             quotes.append(passage)
+    # The passage for a later part of the question (chains.evidence.answer_each_part) too.
+    quotes += [
+        p
+        for p in passages
+        if p.part is not None and (p.section, p.paragraph) not in _paragraphs(quotes)
+    ]
     sentences = [SupportedSentence(p.quote, p.n, 1.0) for p in quotes]
     return Verification(
         answer="\n".join(format_quote(p) for p in quotes),

@@ -266,3 +266,37 @@ def test_the_asked_case_is_found_in_another_chunk_of_the_section(tmp_path):
     assert "§ 97.313(i)" not in [source.pinpoint for source in without.sources]
     assert with_sections.sources[0].pinpoint == "§ 97.313(i)"
     assert with_sections.short_answer.startswith("At most 100 W PEP (§ 97.313(i))")
+
+
+def test_each_part_of_a_two_part_question_is_answered(tmp_path):
+    """ "How many VEs ..., and how old must each be?" asks two things. Ranked against the
+    whole question, § 97.509(a)'s "at least 3 VEs" won and (b)'s "at least 18 years of age"
+    was not quoted; the second part's best passage in the same section is quoted too."""
+    import shutil
+
+    from chains.evidence import question_parts
+    from chains.rag import RagChain
+    from chains.retrieval import Retriever
+    from ingest.pipeline import ingest_paths
+
+    question = (
+        "How many volunteer examiners must administer an amateur license exam, "
+        "and how old must each be?"
+    )
+    assert question_parts(question) == [
+        "How many volunteer examiners must administer an amateur license exam",
+        "how old must each be?",
+    ]
+    assert len(question_parts("What is the order of priority of communications?")) == 1
+    folder = tmp_path / "part97"
+    folder.mkdir()
+    for section in ("97.503", "97.505", "97.507", "97.509", "97.511"):
+        shutil.copy(ROOT / "data" / "corpus" / "ecfr" / "part97" / f"{section}.xml", folder)
+    ingest_paths([folder], collection="test_question_parts", progress=False)
+    chain = RagChain(None, Retriever("test_question_parts"))
+    result = chain.invoke(question, answer_mode="extractive")
+    first, *quotes = result.answer.splitlines()
+    assert first == "At least 3 VEs (§ 97.509(a)) [1]"
+    assert any("at least 18 years of age" in line for line in quotes)
+    one_part = chain.invoke(question.split(",")[0] + "?", answer_mode="extractive")
+    assert "18 years" not in one_part.answer
