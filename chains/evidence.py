@@ -59,6 +59,13 @@ W_QUALIFIER = 0.15
 # "conditions of operation"): asked for Part 15's two conditions of operation, a labelling-table
 # row sharing the loose words "part 15 ... operation ... condition" outranked § 15.5(b).
 W_PHRASE = 0.15
+# Asked what a term is ("What is a third-party communication?", "What does PEP mean?"), the
+# passage that defines it (§ 97.3(a)(47) "Third party communications. A message from ...")
+# is the answer; § 97.115(a)(2), which uses the words most, outranked it (`defines`).
+W_DEFINITION = 0.3
+# Kept items of one list within this of the best passage's score: the ranking could not tell
+# which answers, so the list is quoted whole (with_whole_lists); as verify.QUOTE_MARGIN.
+LIST_MARGIN = 0.1
 # A paragraph longer than this is quoted sentence by sentence (under the same pinpoint).
 LONG_PARAGRAPH_CHARS = 240
 # A sentence quoted from such a paragraph is read with its neighbours, up to this many
@@ -116,7 +123,7 @@ class Passage:
     heading: str | None = None  # the chunk's heading ("§ 97.313 Transmitter power standards.")
     dense_score: float | None = None  # cosine(question, passage), set by rank_passages
     likelihood: float | None = None  # log P(question | passage) per token, set by chains.rerank
-    part: str | None = None  # the later part of a two-part question it answers (answer_each_part)
+    part: str | None = None  # the part of a two-part question it answers (answer_each_part)
 
     @property
     def evidence(self) -> str:
@@ -607,6 +614,35 @@ def _paragraph_match(named: list[tuple[str, str]], passage: Passage) -> float:
     return best
 
 
+# "What is a repeater?", "What is the definition of PEP?", "What does SS mean?", "Define ..."
+_ASKS_DEFINITION = re.compile(
+    r"^\W*(?:what\s+(?:is|are)\s+(?:the\s+definition\s+of\s+|meant\s+by\s+)?|"
+    r"define\s+|what\s+does\s+)(?:an?\s+|the\s+)?(?P<term>[^?]+?)(?:\s+mean)?\s*\??\s*$",
+    re.I,
+)
+# A definitions entry: "(47) Third party communications. A message ...", "PEP (peak envelope
+# power). The average power ...": the defined words, then a period and a capital.
+_DEFINITION = re.compile(r"^\W*(?:\(\w{1,4}\)\s*)*(?P<term>[A-Z][^.:;]{0,80}?)\.\s+[A-Z]")
+
+
+def asked_term(question: str) -> set[str] | None:
+    """The content words of the term a definition question asks about, or None."""
+    match = _ASKS_DEFINITION.match(question or "")
+    return content_tokens(match.group("term")) or None if match else None
+
+
+def defines(text: str, term: set[str]) -> bool:
+    """Is the passage the definition of `term`? Its defined words (or those in its
+    parentheses: "PEP (peak envelope power)") are the term's, no more and no fewer."""
+    match = _DEFINITION.match(text)
+    if not match:
+        return False
+    defined = match.group("term")
+    inside = " ".join(re.findall(r"\(([^()]*)\)", defined))
+    outside = re.sub(r"\([^()]*\)", " ", defined)
+    return term in (content_tokens(outside), content_tokens(inside))
+
+
 def score_passages(
     question: str,
     passages: Sequence[Passage],
@@ -634,6 +670,7 @@ def score_passages(
     bound = asked_bound(question)
     qualifiers = question_qualifiers(question, abbreviations)
     phrases = word_pairs(unnamed)
+    term = asked_term(question)
     scores = []
     for passage, cosine in zip(passages, dense, strict=True):
         text = _ranking_text(passage)
@@ -652,6 +689,7 @@ def score_passages(
             + W_LIST_INTRO * passage.text.rstrip().endswith(":")
             + W_QUALIFIER * qualifier_match(qualifiers, text)
             + W_PHRASE * (len(phrases & word_pairs(text)) / len(phrases) if phrases else 0.0)
+            + W_DEFINITION * bool(term and defines(passage.text, term))
         )
         passage.dense_score, passage.score = float(cosine), float(score)
         scores.append(float(score))
@@ -705,14 +743,17 @@ def answer_each_part(
     chunk_order: Sequence[str] = (),
     abbreviations: dict[str, str] | None = None,
 ) -> list[Passage]:
-    """`kept`, with the best passage for each later part of a two-part question added (marked
-    with its `part`) when no kept passage is it: ranked against the whole question, the
-    passage for the second part loses to the first part's. Asked how many VEs must give an
+    """`kept`, with the best passage for each part of a two-part question added (marked with
+    its `part`) when no kept passage is it: ranked against the whole question, the passage
+    for one part loses to the other's ("How long must logs be kept, and how long if they
+    concern a distress situation?" kept only the distress rule, three years). Asked how many VEs must give an
     exam "and how old must each be", the answer quoted § 97.509(a)'s "at least 3 VEs" twice
     and never (b)(2)'s "at least 18 years of age". Only from the kept passages' sections,
     where a second part is answered ("how old" alone would match any age rule), and only
     above `threshold`; the last unmarked passage makes room when `k` are kept."""
-    parts = question_parts(question)[1:]
+    parts = question_parts(question)
+    if len(parts) < 2:
+        return list(kept)
     sections = {p.section for p in kept if p.section}
     pool = [replace(p) for p in candidates if p.section in sections]  # scores are per question
     kept = list(kept)
@@ -804,9 +845,13 @@ def with_whole_lists(
     `limit` characters (PARAGRAPH_QUOTE_CHARS). Asked which communications come second in
     priority, § 80.91(a)(1) ("Distress calls ...") and the lead-in were quoted, not (2)
     ("Urgency communications"). A single kept item keeps its own pinpoint (§ 97.313(c)(1) for
-    10.140 MHz). A kept passage the list holds is dropped."""
+    10.140 MHz). A kept passage the list holds is dropped. Only items scoring within
+    LIST_MARGIN of the best count: asked the power on the 30 m band, § 97.313(c)(1) "On the
+    10.10-10.15 MHz segment" led (b) and (d) by 0.17, and the whole of (a)-(d) was quoted."""
     limit = PARAGRAPH_QUOTE_CHARS if limit is None else limit
-    quoted = [_whole_list(p, kept, candidates, chunk_texts, limit) or p for p in kept]
+    whole = [p.score for p in kept if p.part is None]
+    tied = [p for p in kept if not whole or p.score >= max(whole) - LIST_MARGIN]
+    quoted = [_whole_list(p, tied, candidates, chunk_texts, limit) or p for p in kept]
     shown: list[Passage] = []
     for passage in quoted:
         if not any(_holds(other, passage) for other in shown):
@@ -834,8 +879,11 @@ def _whole_list(
     text = chunk_texts.get(passage.chunk_id or "")
     if not text or not passage.paragraph:
         return None
-    parent = _parent(passage)
-    if sum(p.chunk_id == passage.chunk_id and _in_list(p, parent) for p in kept) < 2:
+    # A lead-in among the best ("... four levels of priority in the following order:") is half
+    # a rule: its items say it.
+    intro = passage.text.rstrip().endswith(":") and any(p is passage for p in kept)
+    parent = passage.paragraph if intro else _parent(passage)
+    if not intro and sum(p.chunk_id == passage.chunk_id and _in_list(p, parent) for p in kept) < 2:
         return None
     items = [
         c

@@ -21,6 +21,7 @@ class), 0 when it says nothing of the kind (a general rule), averaged over the a
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class Qualifiers:
     # Terms the documents define, as (abbreviation, long form): ("SS", "spread spectrum").
     terms: list[tuple[str, str]] = field(default_factory=list)
     counts: set[tuple[str, str]] = field(default_factory=set)  # ("2", "condition")
+    # The asked bands' frequencies (Hz), from the band plan (`with_band_frequencies`).
+    band_ranges: list[tuple[float, float]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.bands or self.frequencies or self.classes or self.terms or self.counts)
@@ -78,6 +81,113 @@ def _band_key(number: str, unit: str) -> str:
     unit = unit.lower()
     short = "cm" if unit.startswith("c") else "mm" if unit.startswith(("mm", "milli")) else "m"
     return f"{float(number):g}{short}"
+
+
+def bands_as_written(text: str) -> str:
+    """Band names in the rules' own form: "the 2200 meter band" -> "the 2200 m band".
+
+    The rules write "2200 m band", "23 cm band"; askers write "2200 meter band", "10-meter
+    band". As keywords, "meter" matched Part 80's antenna heights in meters, so asked for the
+    power "on the 2200 meter band", the answer quoted a ship earth station's e.i.r.p.
+    (§ 80.215(k)) instead of § 97.313(k), "1 W EIRP" in the "135.7-137.8 kHz (2200 m) band"."""
+
+    def written(match: re.Match) -> str:
+        key = _band_key(match.group(1), match.group(2))  # "2200m"
+        number = key.rstrip("cm")
+        rest = match.group(0)[match.end(2) - match.start(0) :]  # ") band", " ham band"
+        return f"{number} {key[len(number) :]}{rest}"
+
+    return _BAND.sub(written, text)
+
+
+# A band-plan table row (§ 97.301): "20 m | 14.00-14.35 | 14.00-14.35 | ..."; "Do" (ditto)
+# continues the band above it ("1.25 m | | 219-220", then "Do | | 222-225").
+_BAND_ROW = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*(m|cm|mm)|Do)\s*\|(.*)$")
+_NUMBER_RANGE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)(?![\d.])")
+_FREQUENCY_UNITS = {"kHz": 1e3, "MHz": 1e6, "GHz": 1e9}
+_SPEED_OF_LIGHT = 299_792_458.0  # m/s
+
+
+def _wavelength(key: str) -> float:
+    """ "20m" -> 20.0, "70cm" -> 0.7, "6mm" -> 0.006 (meters)."""
+    number = float(key.rstrip("cm"))
+    return number / 100 if key.endswith("cm") else number / 1000 if key.endswith("mm") else number
+
+
+def find_band_ranges(texts: Iterable[str]) -> dict[str, tuple[float, float]]:
+    """{"20m": (14.0e6, 14.35e6), "2200m": (135.7e3, 137.8e3)}: the frequencies (Hz) the
+    documents' band-plan tables give each band, all rows and regions together.
+
+    A row names a band and its ranges without a unit (the unit is a header row, often in
+    another chunk); the unit is the one (kHz, MHz, GHz) that puts the range nearest the band's
+    own frequency, c / wavelength: "14.00-14.35" is MHz for the 20 m band (c / 20 m is 15
+    MHz). A range more than 1.6 times off in every unit is not read."""
+    found: dict[str, tuple[float, float]] = {}
+    for text in texts:
+        band = None
+        for line in text.splitlines():
+            row = _BAND_ROW.match(line)
+            if not row:
+                continue
+            band = _band_key(row.group(1), row.group(2)) if row.group(1) else band
+            if band is None:
+                continue
+            nominal = _SPEED_OF_LIGHT / _wavelength(band)
+            for low, high in _NUMBER_RANGE.findall(row.group(3)):
+                middle = (float(low) + float(high)) / 2
+                scale = min(
+                    _FREQUENCY_UNITS.values(), key=lambda u: abs(math.log(middle * u / nominal))
+                )
+                if abs(math.log(middle * scale / nominal)) > math.log(1.6):
+                    continue
+                lo, hi = float(low) * scale, float(high) * scale
+                known = found.get(band, (lo, hi))
+                found[band] = (min(known[0], lo), max(known[1], hi))
+    return found
+
+
+def _frequency_text(hertz: float) -> tuple[str, str]:
+    unit = "GHz" if hertz >= 1e9 else "MHz" if hertz >= 1e6 else "kHz"
+    return f"{hertz / _FREQUENCY_UNITS[unit]:g}", unit
+
+
+# "the 30 meter band (10.1-10.15 MHz)": a band with the band plan's frequencies after it.
+_ANNOTATED = re.compile(r"\s*\((\d+(?:\.\d+)?)-(\d+(?:\.\d+)?) (kHz|MHz|GHz)\)")
+
+
+def _band_annotations(question: str) -> tuple[str, list[tuple[float, float]]]:
+    """The question without the band plan's annotations, and their ranges (Hz): the
+    frequencies say which passages are about the band, not a frequency the asker named."""
+    ranges: list[tuple[float, float]] = []
+    out, last = [], 0
+    for band in _BAND.finditer(question):
+        note = _ANNOTATED.match(question, band.end())
+        if note:
+            scale = _FREQUENCY_UNITS[note.group(3)]
+            ranges.append((float(note.group(1)) * scale, float(note.group(2)) * scale))
+            out.append(question[last : band.end()])
+            last = note.end()
+    out.append(question[last:])
+    return "".join(out), ranges
+
+
+def with_band_frequencies(question: str, band_ranges: dict[str, tuple[float, float]]) -> str:
+    """The question with the documents' frequencies after each band it names: "on the 30
+    meter band" -> "on the 30 meter band (10.1-10.15 MHz)". A rule often states its case by
+    frequency alone: § 97.313(c)(1) limits "the 10.10-10.15 MHz segment" to 200 W PEP and
+    never says "30 m"; ranked with the frequencies, the asked case is read there too
+    (`question_qualifiers`: a frequency inside a passage's range)."""
+    if not band_ranges or any(frequency_spans(question)):  # it states its frequency itself
+        return question
+
+    def annotated(match: re.Match) -> str:
+        key = _band_key(match.group(1), match.group(2))
+        if key not in band_ranges:
+            return match.group(0)
+        (low, unit), (high, _) = (_frequency_text(f) for f in band_ranges[key])
+        return f"{match.group(0)} ({low}-{high} {unit})"
+
+    return _BAND.sub(annotated, question)
 
 
 def bands(text: str) -> set[str]:
@@ -133,6 +243,7 @@ def _names_term(text: str, abbreviation: str, long: str) -> bool:
 def question_qualifiers(question: str, abbreviations: dict[str, str] | None = None) -> Qualifiers:
     """The question's cases; with the documents' abbreviations, the defined terms it names
     ("spread spectrum" or "SS": a passage naming either is about that case)."""
+    question, band_ranges = _band_annotations(question)
     singles, ranges = frequency_spans(question)
     frequencies = singles + [value for pair in ranges for value in pair]
     terms = [
@@ -140,7 +251,9 @@ def question_qualifiers(question: str, abbreviations: dict[str, str] | None = No
         for abbreviation, long in (abbreviations or {}).items()
         if _names_term(question, abbreviation, long)
     ]
-    return Qualifiers(bands(question), frequencies, classes(question), terms, counted(question))
+    return Qualifiers(
+        bands(question), frequencies, classes(question), terms, counted(question), band_ranges
+    )
 
 
 def _frequency_match(asked: list[float], text: str) -> int:
@@ -150,6 +263,25 @@ def _frequency_match(asked: list[float], text: str) -> int:
     inside = any(lo * 0.999999 <= f <= hi * 1.000001 for f in asked for lo, hi in ranges)
     equal = any(abs(f - s) <= 1e-6 * max(f, 1.0) for f in asked for s in singles)
     return 1 if inside or equal else -1
+
+
+def _band_match(qualifiers: Qualifiers, text: str) -> int:
+    """+1 the passage names an asked band or states a frequency inside one ("On the
+    10.10-10.15 MHz segment" is on the 30 m band), -1 it names only other bands or ranges
+    outside them, else 0."""
+    stated = bands(text)
+    if qualifiers.bands & stated:
+        return 1
+    if qualifiers.band_ranges:
+        singles, ranges = frequency_spans(text)
+        inside = any(lo <= f <= hi for f in singles for lo, hi in qualifiers.band_ranges) or any(
+            a <= hi and lo <= b for a, b in ranges for lo, hi in qualifiers.band_ranges
+        )
+        if inside:
+            return 1
+        if ranges:  # "Within the 1626.5-1646.5 MHz band": another case of the kind
+            return -1
+    return -1 if stated else 0
 
 
 def _set_match(asked: set[str], stated: set[str]) -> int:
@@ -165,7 +297,7 @@ def qualifier_match(qualifiers: Qualifiers, text: str) -> float:
         return 0.0
     votes = []
     if qualifiers.bands:
-        votes.append(_set_match(qualifiers.bands, bands(text)))
+        votes.append(_band_match(qualifiers, text))
     if qualifiers.frequencies:
         votes.append(_frequency_match(qualifiers.frequencies, text))
     if qualifiers.classes:

@@ -50,6 +50,7 @@ from chains.prompts import (
     format_source,
     no_answer,
 )
+from chains.qualifiers import with_band_frequencies
 from chains.rerank import rerank
 from chains.short_answer import format_short_answer, short_answer
 from chains.verify import (
@@ -542,8 +543,10 @@ class RagChain:
             searched["absent_terms"] = absent
             return [], searched
         candidates = passages_from_chunks(chunks)
+        # "the 30 meter band" ranks as "the 30 meter band (10.1-10.15 MHz)" (the band plan)
+        asked = with_band_frequencies(question, self.retriever.band_ranges())
         ranked = rank_passages(
-            question,
+            asked,
             candidates,
             k=self.settings.evidence_passages,
             chunk_order=[chunk.id for chunk in chunks],
@@ -573,7 +576,7 @@ class RagChain:
             kept = rerank(question, kept, self.llm, self.settings.rerank_weight)
             searched["reranked"] = any(p.likelihood is not None for p in kept)
         kept = answer_each_part(
-            question,
+            asked,
             kept,
             candidates,
             k=self.settings.evidence_passages,

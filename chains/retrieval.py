@@ -27,7 +27,7 @@ from pydantic import ConfigDict, Field, model_validator
 from qdrant_client import QdrantClient, models
 
 from chains.evidence import content_tokens
-from chains.qualifiers import find_abbreviations
+from chains.qualifiers import bands_as_written, find_abbreviations, find_band_ranges
 from core.records import RetrievedChunk
 from core.settings import Settings, get_settings
 from core.store import (
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("dense", "hybrid", "bm25")
 _ABBREVIATIONS: dict[tuple, dict[str, str]] = {}  # (client, collection, points) -> abbreviations
+_BAND_RANGES: dict[tuple, dict[str, tuple[float, float]]] = {}  # the same key -> band plan
 RRF_K = 60
 SECTION_CHUNKS = 12  # a section's chunks ranked beside the retrieved ones (with_section_chunks)
 # "15.109", "§ 2.1093(d)": a query naming a section id also ranks that section's chunks.
@@ -167,6 +168,7 @@ class Retriever:
             raise ValueError(f"Unknown retrieval mode {mode!r}; use one of {MODES}")
         if not query.strip() or k <= 0 or not self.client.collection_exists(self.collection):
             return []
+        query = bands_as_written(query)  # "2200 meter band": as the rules write it, "2200 m band"
         dense_vector = self.embed_query(query)
         hits = self._ranked(query, dense_vector, k, mode, filters, score_threshold, fetch_k)
         return self.with_section_chunks(query, hits, section_chunks, filters, dense_vector)
@@ -418,6 +420,16 @@ class Retriever:
         if key not in _ABBREVIATIONS:
             _ABBREVIATIONS[key] = find_abbreviations(self._texts())
         return _ABBREVIATIONS[key]
+
+    def band_ranges(self) -> dict[str, tuple[float, float]]:
+        """The frequencies the collection's band-plan tables give each band ({"20m": (14.0e6,
+        14.35e6)}), read once per collection and size (`chains.qualifiers.find_band_ranges`)."""
+        if not self.client.collection_exists(self.collection):
+            return {}
+        key = (id(self.client), self.collection, self.count())
+        if key not in _BAND_RANGES:
+            _BAND_RANGES[key] = find_band_ranges(self._texts())
+        return _BAND_RANGES[key]
 
     def _texts(self, condition: models.Filter | None = None):
         """The chunks' texts (those matching `condition`), page by page."""

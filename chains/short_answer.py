@@ -28,6 +28,9 @@ _ASKS_CONDITION = re.compile(
     r"^\W*(?:when|under\s+what|in\s+what\s+(?:cases|circumstances))\b", re.I
 )
 _TIME_UNITS = {"s", "day", "month", "year"}
+# "+ 40 dB relative to one watt" states 40 dBW: "one watt" is the reference, not the amount
+# (asked the power "on the 2200 meter band", § 80.215(k) answered "At most one watt").
+_REFERENCE = re.compile(r"\b(?:relative|referenced|referred)\s+to\s+(?:an?\s+|the\s+)?$", re.I)
 # What follows an amount and belongs to it: "10 W PEP", "1 W EIRP", "100 W (PEP)".
 _SUFFIX = re.compile(r"\s*\(?(PEP|EIRP|ERP|e\.i\.r\.p\.|e\.r\.p\.|peak envelope power)\)?")
 _COUNTED = re.compile(r"\s+([A-Za-z][\w-]*(?:\s+(?:of\s+)?[a-z][\w-]*)?)")
@@ -98,7 +101,11 @@ def stated_amount(question: str, passage: Passage) -> str | None:
     if units is None and not counting:  # "the emission limits between 5 and 30 MHz": which?
         return None
     for text in (passage.text, passage.evidence):  # the item's own words first, then its lead-in
-        found = [q for q in extract_quantities(text) if q.value not in asked]
+        found = [
+            q
+            for q in extract_quantities(text)
+            if q.value not in asked and not _REFERENCE.search(text, 0, q.span[0])
+        ]
         if counting:
             answers = {w for q in found if q.kind == "number" and (w := _count_text(text, q))}
         else:

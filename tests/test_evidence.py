@@ -24,7 +24,7 @@ from chains.evidence import (
     with_paragraph_sentences,
     with_whole_lists,
 )
-from tests.conftest import SAMPLE_CORPUS
+from tests.conftest import ECFR_CORPUS, SAMPLE_CORPUS
 
 
 def _chunk(text: str, chunk_id: str = "c1", **metadata) -> SimpleNamespace:
@@ -309,6 +309,28 @@ def test_rank_uses_the_section_and_paragraph_the_question_names(power_passages, 
     assert top[0].pinpoint == "§ 97.313(c)(1)"
     top = rank_passages("Ship station power on 156-162 MHz?", power_passages, embedder, k=1)
     assert top[0].pinpoint == "§ 80.215(e)(1)"
+
+
+def test_a_definition_question_is_answered_by_the_definition(chunker, embedder):
+    """ "What is a third-party communication?" is § 97.3(a)(47), the definition; § 97.115,
+    on third party communications, uses the words more and outranked it (default corpus)."""
+    from chains.evidence import asked_term, passages_from_chunks
+
+    chunks = [
+        chunk
+        for section in ("97.3", "97.115")
+        for chunk, _ in _ingested_chunks(chunker, ECFR_CORPUS / "part97" / f"{section}.xml")
+    ]
+    passages = passages_from_chunks(chunks)
+    # As retrieved for the question: § 97.115's chunks first.
+    order = sorted((c.id for c in chunks), key=lambda chunk_id: "97.115" not in chunk_id)
+    question = "What is a third-party communication?"
+    top = rank_passages(question, passages, embedder, k=2, chunk_order=order)
+    assert top[0].pinpoint == "§ 97.3(a)(47)"
+    top = rank_passages("What does PEP mean?", passages, embedder, k=1)
+    assert top[0].pinpoint == "§ 97.3(b)(9)"
+    # Asked for a limit, not what a term is: no definition signal.
+    assert asked_term("What is the maximum PEP on the 60 m band?") != {"pep"}
 
 
 def test_select_evidence_numbers_the_best_passages(shared_corpus, embedder):

@@ -8,6 +8,7 @@ import pytest
 
 from chains.evidence import Passage, rank_passages
 from chains.qualifiers import (
+    bands_as_written,
     expand_abbreviations,
     find_abbreviations,
     qualifier_match,
@@ -122,6 +123,10 @@ def test_the_short_answer_is_the_amount_in_the_passage_s_words():
     team = replace(club, text="Each examination for an amateur operator license must be "
                    "administered by a team of at least 3 VEs")  # fmt: skip
     assert stated_amount("How many examiners must give an exam?", team) == "at least 3 VEs"
+    # A reference level is no amount (§ 80.215(k): "+ 40 dB relative to one watt").
+    earth = replace(ss, text="the maximum e.i.r.p by a ship earth station must not exceed + 40 "
+                    "dB relative to one watt in any 4 kHz band")  # fmt: skip
+    assert stated_amount("What is the maximum power of a ship earth station?", earth) is None
     # "When may ...?" asks for a condition or a time, not the frequency band it mentions
     # (KDB 447498 D01).
     sar = replace(ss, text="testing of the other required channels within a frequency band "
@@ -141,3 +146,20 @@ def test_no_short_answer_when_a_close_rival_states_another_amount_for_the_same_c
     assert short_answer(question, [sixty, rival]) is None  # same case, another amount
     rival.score = 0.8  # not quoted beside it
     assert short_answer(question, [sixty, rival]) == "at most 100 W PEP"
+
+
+def test_band_names_are_searched_as_the_rules_write_them():
+    """ "2200 meter band" is searched as "2200 m band": "meter" matched Part 80's antenna
+    heights in meters, and the keyword ranking put § 80.215 before § 97.313."""
+    assert bands_as_written("What is the maximum power on the 2200 meter band?") == (
+        "What is the maximum power on the 2200 m band?"
+    )
+    assert bands_as_written("the 10-meter band, the 23 centimeter band") == (
+        "the 10 m band, the 23 cm band"
+    )
+    assert bands_as_written("in the 135.7-137.8 kHz (2200 m) band") == (
+        "in the 135.7-137.8 kHz (2200 m) band"
+    )
+    assert (
+        bands_as_written("an antenna 61 meters above ground") == "an antenna 61 meters above ground"
+    )
