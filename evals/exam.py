@@ -113,6 +113,10 @@ def _check_record(record: Any) -> list[str]:
     answer = record.get("answer")
     if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < CHOICES:
         found.append(f"'answer' must be the index of the correct choice (0-{CHOICES - 1})")
+    elif not found and not distinctive_tokens(choices)[answer][0]:
+        # "Only from a fixed location" beside "From any fixed, portable or mobile location":
+        # every word of it is in another choice, so no answer can support it more.
+        found.append("the correct choice has no word that the other choices lack: reword one")
     sections = record.get("sections")
     if not (
         isinstance(sections, list)

@@ -123,6 +123,7 @@ def write(tmp_path: Path, records: list[dict]) -> Path:
         ({"answer": 4}, "index of the correct choice"),
         ({"answer": True}, "index of the correct choice"),
         ({"sections": []}, "sections"),
+        ({"choices": ["1 W", "1 W or 2 W", "2 W", "3 W"]}, "no word that the other"),
     ],
 )
 def test_malformed_items_are_reported(tmp_path, overrides, message):
