@@ -633,14 +633,19 @@ def asked_term(question: str) -> set[str] | None:
 
 def defines(text: str, term: set[str]) -> bool:
     """Is the passage the definition of `term`? Its defined words (or those in its
-    parentheses: "PEP (peak envelope power)") are the term's, no more and no fewer."""
+    parentheses: "PEP (peak envelope power)") are all in the term and make at least half of
+    it: "a beacon station" is defined under "Beacon.", "a space station in the amateur
+    service" under "Space station."."""
     match = _DEFINITION.match(text)
     if not match:
         return False
     defined = match.group("term")
     inside = " ".join(re.findall(r"\(([^()]*)\)", defined))
     outside = re.sub(r"\([^()]*\)", " ", defined)
-    return term in (content_tokens(outside), content_tokens(inside))
+    return any(
+        words and words <= term and 2 * len(words) >= len(term)
+        for words in (content_tokens(outside), content_tokens(inside))
+    )
 
 
 def score_passages(

@@ -313,12 +313,13 @@ def test_rank_uses_the_section_and_paragraph_the_question_names(power_passages, 
 
 def test_a_definition_question_is_answered_by_the_definition(chunker, embedder):
     """ "What is a third-party communication?" is § 97.3(a)(47), the definition; § 97.115,
-    on third party communications, uses the words more and outranked it (default corpus)."""
+    on third party communications, uses the words more and outranked it; "What is a beacon
+    station?" is § 97.3(a)(9) "Beacon.", not § 97.203 on beacon stations (default corpus)."""
     from chains.evidence import asked_term, passages_from_chunks
 
     chunks = [
         chunk
-        for section in ("97.3", "97.115")
+        for section in ("97.3", "97.115", "97.203")
         for chunk, _ in _ingested_chunks(chunker, ECFR_CORPUS / "part97" / f"{section}.xml")
     ]
     passages = passages_from_chunks(chunks)
@@ -329,6 +330,9 @@ def test_a_definition_question_is_answered_by_the_definition(chunker, embedder):
     assert top[0].pinpoint == "§ 97.3(a)(47)"
     top = rank_passages("What does PEP mean?", passages, embedder, k=1)
     assert top[0].pinpoint == "§ 97.3(b)(9)"
+    order = sorted((c.id for c in chunks), key=lambda chunk_id: "97.203" not in chunk_id)
+    top = rank_passages("What is a beacon station?", passages, embedder, k=1, chunk_order=order)
+    assert top[0].pinpoint == "§ 97.3(a)(9)"  # "Beacon. An amateur station transmitting ..."
     # Asked for a limit, not what a term is: no definition signal.
     assert asked_term("What is the maximum PEP on the 60 m band?") != {"pep"}
 
