@@ -168,7 +168,6 @@ class Retriever:
             raise ValueError(f"Unknown retrieval mode {mode!r}; use one of {MODES}")
         if not query.strip() or k <= 0 or not self.client.collection_exists(self.collection):
             return []
-        query = bands_as_written(query)  # "2200 meter band": as the rules write it, "2200 m band"
         dense_vector = self.embed_query(query)
         hits = self._ranked(query, dense_vector, k, mode, filters, score_threshold, fetch_k)
         return self.with_section_chunks(query, hits, section_chunks, filters, dense_vector)
@@ -178,7 +177,10 @@ class Retriever:
         fetch_k = max(fetch_k or 4 * k, k, 20 if mode == "hybrid" else k)
         if mode == "dense":
             return self._dense(dense_vector, k, query_filter, score_threshold)
-        sparse_vector = sparse_query_vector(query)
+        # Keywords as the rules write them: "2200 meter band" -> "2200 m band" ("meter" matched
+        # Part 80's antenna heights). The embedder reads the asker's words better as they are:
+        # "the 60-meter ham band" is § 97.313, "the 60 m ham band" § 80.215 (dense hit@1).
+        sparse_vector = sparse_query_vector(bands_as_written(query))
         if mode == "bm25":
             if not sparse_vector.indices:
                 return []

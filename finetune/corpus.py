@@ -14,8 +14,9 @@ answer. When the chain's choice leaves it out, it replaces the weakest passage. 
 random position (`gold_position="random"`, so the adapter learns to read, not to cite [1]) or
 stays where the ranking puts it (`"ranked"`). The target is the answer with `[n]` after each
 sentence, n the gold passage's number. For a share of the pairs (`abstain_ratio`) the gold
-passage and every passage sharing much of the answer are left out and the target is the chain's
-abstention text (`chains.prompts.NO_ANSWER`). Pairs whose answer no passage holds are skipped
+passage and every passage sharing much of the answer are left out (when that leaves none of the
+chosen ones, the closest other passages of the retrieved chunks are shown) and the target is
+the chain's abstention text (`chains.prompts.NO_ANSWER`). Pairs whose answer no passage holds are skipped
 (reported).
 
 chains is imported inside the functions only: training never depends on it at import time.
@@ -115,6 +116,15 @@ def _same_passage(a, b) -> bool:
     return a.source == b.source and _normal(b.text) in _normal(a.text)
 
 
+def _unrelated(passages, gold, answer: str) -> list:
+    """The passages that are not the gold one and hold little of the answer."""
+    return [
+        p
+        for p in passages
+        if not _same_passage(p, gold) and answer_overlap(answer, p.evidence) < ABSTAIN_MAX_OVERLAP
+    ]
+
+
 def build_corpus_examples(
     qa: str | Path,
     out: str | Path,
@@ -188,14 +198,20 @@ def build_corpus_examples(
         )
         abstain = rng.random() < abstain_ratio
         if abstain:
-            passages = [
-                p
-                for p in chosen
-                if not _same_passage(p, gold)
-                and answer_overlap(answer, p.evidence) < ABSTAIN_MAX_OVERLAP
-            ]
+            passages = _unrelated(chosen, gold, answer)
+            if not passages:  # only the answer was chosen ("What is an intentional radiator?"
+                # ranks its definition far above the rest): the closest of the others
+                closest, _ = choose_passages(
+                    question,
+                    chunks,
+                    k=2 * settings.evidence_passages,
+                    threshold=0.0,
+                    margin=float("inf"),
+                    abbreviations=retriever.abbreviations(),
+                )
+                passages = _unrelated(closest, gold, answer)[: settings.evidence_passages]
             if not passages:
-                abstain = False  # nothing unrelated was chosen: answer instead
+                abstain = False  # nothing unrelated was retrieved: answer instead
         if not abstain:
             passages = list(chosen)
             position = next((i for i, p in enumerate(passages) if _same_passage(p, gold)), None)
