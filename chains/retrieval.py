@@ -414,24 +414,23 @@ class Retriever:
         return [(point.payload or {}).get(CONTENT_KEY) or "" for point in response.points]
 
     def abbreviations(self) -> dict[str, str]:
-        """The abbreviations the collection's documents define ({"SS": "spread spectrum"}),
-        read once per collection and size (`chains.qualifiers.find_abbreviations`)."""
-        if not self.client.collection_exists(self.collection):
-            return {}
-        key = (id(self.client), self.collection, self.count())
-        if key not in _ABBREVIATIONS:
-            _ABBREVIATIONS[key] = find_abbreviations(self._texts())
-        return _ABBREVIATIONS[key]
+        """The abbreviations the collection's documents define ({"SS": "spread spectrum"})
+        (`chains.qualifiers.find_abbreviations`)."""
+        return self._read_once(_ABBREVIATIONS, find_abbreviations)
 
     def band_ranges(self) -> dict[str, tuple[float, float]]:
         """The frequencies the collection's band-plan tables give each band ({"20m": (14.0e6,
-        14.35e6)}), read once per collection and size (`chains.qualifiers.find_band_ranges`)."""
+        14.35e6)}) (`chains.qualifiers.find_band_ranges`)."""
+        return self._read_once(_BAND_RANGES, find_band_ranges)
+
+    def _read_once(self, cache: dict, read):
+        """`read(the chunks' texts)`, once per collection and size ({} without one)."""
         if not self.client.collection_exists(self.collection):
             return {}
         key = (id(self.client), self.collection, self.count())
-        if key not in _BAND_RANGES:
-            _BAND_RANGES[key] = find_band_ranges(self._texts())
-        return _BAND_RANGES[key]
+        if key not in cache:
+            cache[key] = read(self._texts())
+        return cache[key]
 
     def _texts(self, condition: models.Filter | None = None):
         """The chunks' texts (those matching `condition`), page by page."""

@@ -233,22 +233,29 @@ def test_quantities_are_not_section_ids():
     assert section_ids("What may a Technician use between 28.300 and 28.500 MHz?") == []
 
 
-def test_the_asked_case_is_found_in_another_chunk_of_the_section(tmp_path):
-    """Asked for the power on "the 60-meter ham band", the two best chunks of the default
-    corpus's § 97.313 and its neighbours hold (a)-(h), not (i) "100 W PEP on the 60 m band":
-    the section's other chunks are ranked too, and (i) is the answer."""
+def _ingest_part97(tmp_path, sections: tuple[str, ...], collection: str) -> None:
+    """These sections of the default corpus's Part 97 (eCFR XML), ingested into `collection`."""
     import shutil
 
-    from chains.rag import RagChain
-    from chains.retrieval import Retriever
-    from core.settings import Settings
     from ingest.pipeline import ingest_paths
 
     folder = tmp_path / "part97"
     folder.mkdir()
-    for section in ("97.303", "97.305", "97.307", "97.313"):
+    for section in sections:
         shutil.copy(ROOT / "data" / "corpus" / "ecfr" / "part97" / f"{section}.xml", folder)
-    ingest_paths([folder], collection="test_section_chunks", progress=False)
+    ingest_paths([folder], collection=collection, progress=False)
+
+
+def test_the_asked_case_is_found_in_another_chunk_of_the_section(tmp_path):
+    """Asked for the power on "the 60-meter ham band", the two best chunks of the default
+    corpus's § 97.313 and its neighbours hold (a)-(h), not (i) "100 W PEP on the 60 m band":
+    the section's other chunks are ranked too, and (i) is the answer."""
+
+    from chains.rag import RagChain
+    from chains.retrieval import Retriever
+    from core.settings import Settings
+
+    _ingest_part97(tmp_path, ("97.303", "97.305", "97.307", "97.313"), "test_section_chunks")
     retriever = Retriever("test_section_chunks")
     question = "How much power can I put out on the 60-meter ham band?"
     hits = retriever.search(question, k=2)
@@ -272,12 +279,10 @@ def test_each_part_of_a_two_part_question_is_answered(tmp_path):
     """ "How many VEs ..., and how old must each be?" asks two things. Ranked against the
     whole question, § 97.509(a)'s "at least 3 VEs" won and (b)'s "at least 18 years of age"
     was not quoted; the second part's best passage in the same section is quoted too."""
-    import shutil
 
     from chains.evidence import question_parts
     from chains.rag import RagChain
     from chains.retrieval import Retriever
-    from ingest.pipeline import ingest_paths
 
     question = (
         "How many volunteer examiners must administer an amateur license exam, "
@@ -288,11 +293,9 @@ def test_each_part_of_a_two_part_question_is_answered(tmp_path):
         "how old must each be?",
     ]
     assert len(question_parts("What is the order of priority of communications?")) == 1
-    folder = tmp_path / "part97"
-    folder.mkdir()
-    for section in ("97.503", "97.505", "97.507", "97.509", "97.511"):
-        shutil.copy(ROOT / "data" / "corpus" / "ecfr" / "part97" / f"{section}.xml", folder)
-    ingest_paths([folder], collection="test_question_parts", progress=False)
+    _ingest_part97(
+        tmp_path, ("97.503", "97.505", "97.507", "97.509", "97.511"), "test_question_parts"
+    )
     chain = RagChain(None, Retriever("test_question_parts"))
     result = chain.invoke(question, answer_mode="extractive")
     first, *quotes = result.answer.splitlines()
@@ -307,17 +310,11 @@ def test_a_band_named_by_wavelength_finds_the_rule_that_gives_its_frequencies(tm
     the band plan (§ 97.301's tables, read from the collection) says the 30 m band is
     10.1-10.15 MHz, so "the 30 meter band" is answered from (c)(1), not from the whole
     section's list (a)-(d)."""
-    import shutil
 
     from chains.rag import RagChain
     from chains.retrieval import Retriever
-    from ingest.pipeline import ingest_paths
 
-    folder = tmp_path / "part97"
-    folder.mkdir()
-    for section in ("97.301", "97.303", "97.305", "97.313"):
-        shutil.copy(ROOT / "data" / "corpus" / "ecfr" / "part97" / f"{section}.xml", folder)
-    ingest_paths([folder], collection="test_band_plan", progress=False)
+    _ingest_part97(tmp_path, ("97.301", "97.303", "97.305", "97.313"), "test_band_plan")
     retriever = Retriever("test_band_plan")
     plan = retriever.band_ranges()
     assert plan["30m"] == (10.1e6, 10.15e6) and plan["2200m"] == (135.7e3, 137.8e3)
