@@ -750,12 +750,11 @@ def answer_each_part(
 ) -> list[Passage]:
     """`kept`, with the best passage for each part of a two-part question added (marked with
     its `part`) when no kept passage is it: ranked against the whole question, the passage
-    for one part loses to the other's ("How long must logs be kept, and how long if they
-    concern a distress situation?" kept only the distress rule, three years). Asked how many VEs must give an
-    exam "and how old must each be", the answer quoted § 97.509(a)'s "at least 3 VEs" twice
-    and never (b)(2)'s "at least 18 years of age". Only from the kept passages' sections,
-    where a second part is answered ("how old" alone would match any age rule), and only
-    above `threshold`; the last unmarked passage makes room when `k` are kept."""
+    for one part loses to the other's. Asked how many VEs must give an exam "and how old
+    must each be", the answer quoted § 97.509(a)'s "at least 3 VEs" twice and never (b)(2)'s
+    "at least 18 years of age". Only from the kept passages' sections, where a second part is
+    answered ("how old" alone would match any age rule), and only above `threshold`; the last
+    unmarked passage makes room when `k` are kept."""
     parts = question_parts(question)
     if len(parts) < 2:
         return list(kept)

@@ -92,10 +92,9 @@ def bands_as_written(text: str) -> str:
     (§ 80.215(k)) instead of § 97.313(k), "1 W EIRP" in the "135.7-137.8 kHz (2200 m) band"."""
 
     def written(match: re.Match) -> str:
-        key = _band_key(match.group(1), match.group(2))  # "2200m"
-        number = key.rstrip("cm")
+        number, unit = _band_parts(_band_key(match.group(1), match.group(2)))
         rest = match.group(0)[match.end(2) - match.start(0) :]  # ") band", " ham band"
-        return f"{number} {key[len(number) :]}{rest}"
+        return f"{number} {unit}{rest}"
 
     return _BAND.sub(written, text)
 
@@ -108,10 +107,16 @@ _FREQUENCY_UNITS = {"kHz": 1e3, "MHz": 1e6, "GHz": 1e9}
 _SPEED_OF_LIGHT = 299_792_458.0  # m/s
 
 
+def _band_parts(key: str) -> tuple[str, str]:
+    """ "2200m" -> ("2200", "m"), "70cm" -> ("70", "cm")."""
+    number = key.rstrip("cm")
+    return number, key[len(number) :]
+
+
 def _wavelength(key: str) -> float:
     """ "20m" -> 20.0, "70cm" -> 0.7, "6mm" -> 0.006 (meters)."""
-    number = float(key.rstrip("cm"))
-    return number / 100 if key.endswith("cm") else number / 1000 if key.endswith("mm") else number
+    number, unit = _band_parts(key)
+    return float(number) / {"m": 1, "cm": 100, "mm": 1000}[unit]
 
 
 def find_band_ranges(texts: Iterable[str]) -> dict[str, tuple[float, float]]:

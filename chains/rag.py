@@ -545,12 +545,14 @@ class RagChain:
         candidates = passages_from_chunks(chunks)
         # "the 30 meter band" ranks as "the 30 meter band (10.1-10.15 MHz)" (the band plan)
         asked = with_band_frequencies(question, self.retriever.band_ranges())
+        order = [chunk.id for chunk in chunks]
+        abbreviations = self.retriever.abbreviations()
         ranked = rank_passages(
             asked,
             candidates,
             k=self.settings.evidence_passages,
-            chunk_order=[chunk.id for chunk in chunks],
-            abbreviations=self.retriever.abbreviations(),
+            chunk_order=order,
+            abbreviations=abbreviations,
         )
         best = ranked[0].score if ranked else None
         searched["best_score"] = round(best, 4) if best is not None else None
@@ -581,8 +583,8 @@ class RagChain:
             candidates,
             k=self.settings.evidence_passages,
             threshold=self.settings.passage_threshold,
-            chunk_order=[chunk.id for chunk in chunks],
-            abbreviations=self.retriever.abbreviations(),
+            chunk_order=order,
+            abbreviations=abbreviations,
         )
         kept = widen_quotes(kept, chunks, candidates)
         return kept, searched

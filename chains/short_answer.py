@@ -51,10 +51,11 @@ def _count_text(text: str, quantity: Quantity) -> str | None:
     needs, § 97.17(b)(2)'s "the Internal Revenue Code of 1986 that provides ..." answered
     "1986 that"."""
     counted = _COUNTED.match(text, quantity.span[1])
-    if not counted or not content_tokens(counted.group(1).split()[0]):
+    word = counted.group(1).split()[0] if counted else ""
+    if not content_tokens(word):
         return None
     bound = _BOUND_WORDS.get(bound_of(text, quantity, window=20) or "")
-    words = f"{quantity.text} {counted.group(1).split()[0]}"
+    words = f"{quantity.text} {word}"
     return f"{bound} {words}" if bound else words
 
 

@@ -403,10 +403,6 @@ def _ranked(question: str, passages: Sequence[Passage], embedder) -> list[Passag
     return rank_passages(question, passages, embedder, k=len(passages))
 
 
-def _paragraphs(passages: Sequence[Passage]) -> set[tuple[str | None, str | None]]:
-    return {(p.section, p.paragraph) for p in passages}
-
-
 def extractive_answer(
     question: str, passages: Sequence[Passage], max_quotes: int = 2, embedder=None
 ) -> Verification:
@@ -423,12 +419,9 @@ def extractive_answer(
             break
         if all((passage.section, passage.paragraph) != (q.section, q.paragraph) for q in quotes):
             quotes.append(passage)
-    # The passage for a later part of the question (chains.evidence.answer_each_part) too.
-    quotes += [
-        p
-        for p in passages
-        if p.part is not None and (p.section, p.paragraph) not in _paragraphs(quotes)
-    ]
+    # The passage for each part of a two-part question (chains.evidence.answer_each_part) too.
+    quoted = {(q.section, q.paragraph) for q in quotes}
+    quotes += [p for p in passages if p.part is not None and (p.section, p.paragraph) not in quoted]
     sentences = [SupportedSentence(p.quote, p.n, 1.0) for p in quotes]
     return Verification(
         answer="\n".join(format_quote(p) for p in quotes),
