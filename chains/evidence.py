@@ -855,7 +855,10 @@ def with_whole_lists(
     limit = PARAGRAPH_QUOTE_CHARS if limit is None else limit
     whole = [p.score for p in kept if p.part is None]
     tied = [p for p in kept if not whole or p.score >= max(whole) - LIST_MARGIN]
-    quoted = [_whole_list(p, tied, candidates, chunk_texts, limit) or p for p in kept]
+    quoted = [
+        _whole_list(p, tied, candidates, chunk_texts, limit) or _best_item(p, candidates) or p
+        for p in kept
+    ]
     shown: list[Passage] = []
     for passage in quoted:
         if not any(_holds(other, passage) for other in shown):
@@ -914,6 +917,30 @@ def _whole_list(
     )
 
 
+def _best_item(passage: Passage, candidates: Sequence[Passage]) -> Passage | None:
+    """For a lead-in that cannot be quoted with its whole list, its best-ranked item (or table
+    row) in the chunk: the lead-in alone says nothing. Asked when a third party may take part
+    in a message, § 97.115(a) "An amateur station may transmit messages for a third party
+    to:" was quoted alone (its items run past PARAGRAPH_QUOTE_CHARS); asked for the General
+    Class's 20 m segments, § 97.301(d)'s "... of General Class:" without its table (which
+    begins the next chunk: `Retriever.with_continuations`). None when no candidate is an item."""
+    if not passage.paragraph or not passage.text.rstrip().endswith(":"):
+        return None
+    items = [
+        c
+        for c in candidates
+        if c.source == passage.source
+        and c.section == passage.section
+        and (c.chunk_id != passage.chunk_id or c.span[0] >= passage.span[1])
+        and (
+            (c.paragraph != passage.paragraph and _in_list(c, passage.paragraph))
+            or (c.paragraph == passage.paragraph and _is_row(c.text) and _DIGIT.search(c.text))
+        )
+    ]
+    return max(items, key=lambda c: c.score, default=None)
+
+
+_DIGIT = re.compile(r"\d")  # a table's data row, not a unit row ("LF | kHz | kHz |")
 _MARKER_BEFORE = re.compile(r"(?:\([a-zA-Z0-9]{1,6}\))+\s*$")
 
 

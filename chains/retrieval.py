@@ -170,7 +170,10 @@ class Retriever:
             return []
         dense_vector = self.embed_query(query)
         hits = self._ranked(query, dense_vector, k, mode, filters, score_threshold, fetch_k)
-        return self.with_section_chunks(query, hits, section_chunks, filters, dense_vector)
+        if not section_chunks:
+            return hits
+        hits = self.with_section_chunks(query, hits, section_chunks, filters, dense_vector)
+        return self.with_continuations(hits, dense_vector, filters)
 
     def _ranked(self, query, dense_vector, k, mode, filters, score_threshold, fetch_k):
         query_filter = build_filter(filters)
@@ -217,6 +220,36 @@ class Retriever:
         more = [hit for hit in more if hit.id not in seen]
         for hit in more:
             hit.matched_by = ["section_chunk"]
+        return hits + more
+
+    def with_continuations(
+        self, hits: list[RetrievedChunk], dense_vector: np.ndarray, filters: dict | None = None
+    ) -> list[RetrievedChunk]:
+        """`hits`, then the next chunk of each hit that ends in a lead-in: the list or table
+        it introduces is there. § 97.301(d) "For a station having a control operator who has
+        been granted an operator license of General Class:" ended its chunk, and its table
+        (the 20 m segments asked for) began the next one."""
+        seen = {hit.id for hit in hits}
+        more: list[RetrievedChunk] = []
+        for hit in hits:
+            if not hit.text.rstrip().endswith(":") or hit.chunk_index is None:
+                continue
+            following = metadata_filter(
+                source=hit.source, root=hit.metadata.get("root"), chunk_index=hit.chunk_index + 1
+            )
+            condition = _and(build_filter(filters), following)
+            records, _ = self.client.scroll(
+                self.collection, scroll_filter=condition, limit=1, with_payload=True
+            )
+            for record in records:
+                chunk = RetrievedChunk.from_record(record)
+                if chunk.id not in seen:
+                    seen.add(chunk.id)
+                    chunk.matched_by = ["continuation"]
+                    more.append(chunk)
+        self._fill_dense_scores(more, dense_vector)
+        for chunk in more:
+            chunk.score = chunk.dense_score
         return hits + more
 
     def _points(self, response) -> list[RetrievedChunk]:

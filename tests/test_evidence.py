@@ -471,6 +471,34 @@ def test_two_items_of_one_list_quote_the_whole_list():
     ]
 
 
+def test_a_lead_in_alone_gives_way_to_its_best_item():
+    """A lead-in ("... is transmitted in the following form:") says nothing by itself. When
+    its list does not fit in the quote, its best-ranked item stands for it; a table's unit
+    row ("LF | kHz | kHz |") is never that item."""
+    chunk = _chunk(ACKNOWLEDGEMENT, section="80.322", char_start=0, para_path=[])
+    candidates = split_passages(chunk)
+    item = {p.paragraph: p for p in candidates}
+    lead_in = next(p for p in candidates if p.text.endswith("following form:"))
+    for passage in candidates:
+        passage.score = 0.9 if passage is item["(b)(5)"] else 0.1
+    texts = {"c1": ACKNOWLEDGEMENT}
+    assert with_whole_lists([lead_in], candidates, texts, limit=60) == [item["(b)(5)"]]
+    assert with_whole_lists([lead_in], candidates, texts)[0].pinpoint == "§ 80.322(b)"  # fits
+
+    table = (
+        "(d) For a station having a control operator who has been granted an operator license "
+        "of General Class:\n\nWavelength band | ITU Region 1 | ITU Region 2\n\n"
+        "HF | MHz | MHz |\n\n20 m | 14.025-14.150 | 14.025-14.150\n\n"
+        "17 m | 18.068-18.168 | 18.068-18.168\n"
+    )
+    rows = split_passages(_chunk(table, section="97.301", char_start=0, para_path=[]))
+    lead_in = rows[0]
+    for passage in rows:
+        passage.score = 0.9 if "MHz |" in passage.text else 0.5 if "20 m" in passage.text else 0.1
+    [shown] = with_whole_lists([lead_in], rows, {"c1": table})
+    assert shown.text.startswith("20 m | 14.025-14.150") and shown.pinpoint == "§ 97.301(d)"
+
+
 POWER_STANDARDS = (  # § 97.313(a)-(d), as published (eCFR, 2024-11-14)
     "§ 97.313 Transmitter power standards.\n\n(a) An amateur station must use the minimum "
     "transmitter power necessary to carry out the desired communications.\n\n(b) No station may "

@@ -329,3 +329,38 @@ def test_a_band_named_by_wavelength_finds_the_rule_that_gives_its_frequencies(tm
         "What is the maximum power a Novice may use on the 10 meter band?", answer_mode="extractive"
     ).answer
     assert answer.startswith("At most 200 W PEP (§ 97.313(c)(2)) [1]")
+
+
+def test_a_lead_in_that_ends_its_chunk_is_read_with_the_next_chunk(tmp_path, shared_corpus):
+    """In the eCFR text, § 97.301(d) "... of General Class:" ends its chunk; its table, with
+    the 20 m segments asked for, begins the next one. The next chunk joins the candidates,
+    and the table's row is quoted instead of the bare lead-in. (The default corpus's XML is
+    chunked with the lead-in beside its first rows.)"""
+    import shutil
+
+    from chains.rag import RagChain
+    from chains.retrieval import Retriever
+    from ingest.pipeline import ingest_paths
+
+    folder = tmp_path / "part97"
+    folder.mkdir()
+    for section in ("97.301", "97.201", "97.305"):
+        shutil.copy(shared_corpus / "part97" / "txt" / f"{section}.txt", folder)
+    ingest_paths([folder], collection="test_continuations", progress=False)
+    retriever = Retriever("test_continuations")
+    question = (
+        "Which portions of the 20 meter band are available to a station whose control "
+        "operator holds a General Class license?"
+    )
+    hits = retriever.search(question, k=4, section_chunks=2)
+    following = [hit for hit in hits if hit.matched_by == ["continuation"]]
+    assert following and len({hit.id for hit in hits}) == len(hits)
+    for hit in following:
+        [before] = [
+            h for h in hits if (h.source, h.chunk_index) == (hit.source, hit.chunk_index - 1)
+        ]
+        assert before.text.rstrip().endswith(":")
+    answer = RagChain(None, retriever).invoke(question, answer_mode="extractive")
+    quotes = [source.text for source in answer.sources if source.pinpoint == "§ 97.301(d)"]
+    assert any("20 m | 14.025-14.150" in quote for quote in quotes)
+    assert not any(quote.rstrip().endswith("General Class:") for quote in quotes)
