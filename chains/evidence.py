@@ -16,6 +16,7 @@ order given, + 0.15 / rank of the passage's chunk.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections import OrderedDict
@@ -677,10 +678,14 @@ def score_passages(
     phrases = word_pairs(unnamed)
     term = asked_term(question)
     scores = []
-    for passage, cosine in zip(passages, dense, strict=True):
-        text = _ranking_text(passage)
-        words = content_tokens(f"{text} {expand_abbreviations(text, abbreviations or {})}")
-        lexical = len(asked & words) / len(asked) if asked else 0.0
+    texts = [_ranking_text(p) for p in passages]
+    pool_words = [
+        content_tokens(f"{text} {expand_abbreviations(text, abbreviations or {})}")
+        for text in texts
+    ]
+    idf = _pool_idf(asked, pool_words)
+    for passage, cosine, text, words in zip(passages, dense, texts, pool_words, strict=True):
+        lexical = _weighted_overlap(asked, words, idf)
         quantity = any(quantity_supported(q, passage) for q in asked_quantities)
         section = any(s == passage.section for s, _ in named)
         score = (
@@ -699,6 +704,24 @@ def score_passages(
         passage.dense_score, passage.score = float(cosine), float(score)
         scores.append(float(score))
     return scores
+
+
+def _pool_idf(asked: set[str], pool_words: Sequence[set[str]]) -> dict[str, float]:
+    """The idf among the candidate passages of each asked word some candidate holds: a word
+    most candidates share tells them apart less than one few hold. Asked when a third party
+    may "participate in stating" a message, § 97.115(a)(2) won on "third party", "message"
+    and "station", words of most candidates; only (b), the answer, says "participate"."""
+    held = {word: sum(word in words for words in pool_words) for word in asked}
+    return {word: math.log(1 + len(pool_words) / n) for word, n in held.items() if n}
+
+
+def _weighted_overlap(asked: set[str], words: set[str], idf: dict[str, float]) -> float:
+    """The share of the asked words the passage holds, as before idf weighting (the words no
+    candidate holds keep their share, which no passage gets), the rest weighted by `idf`."""
+    if not asked or not idf:
+        return 0.0
+    matched = sum(weight for word, weight in idf.items() if word in words)
+    return matched / sum(idf.values()) * len(idf) / len(asked)
 
 
 def rank_passages(

@@ -364,3 +364,22 @@ def test_a_lead_in_that_ends_its_chunk_is_read_with_the_next_chunk(tmp_path, sha
     quotes = [source.text for source in answer.sources if source.pinpoint == "§ 97.301(d)"]
     assert any("20 m | 14.025-14.150" in quote for quote in quotes)
     assert not any(quote.rstrip().endswith("General Class:") for quote in quotes)
+
+
+def test_words_few_passages_hold_decide_between_passages(tmp_path):
+    """Asked when a third party may take part in stating a message, § 97.115(a)(2) (messages
+    for third parties to foreign stations) shares "third party", "message", "amateur" and
+    "station" with the question, and was the whole answer. Those words are in most of the
+    candidates; "participate" and "stating" are only in (b), whose items now answer."""
+    from chains.rag import RagChain
+    from chains.retrieval import Retriever
+
+    sections = ("97.115", "97.3", "97.119", "97.219", "97.111")
+    _ingest_part97(tmp_path, sections, "test_pool_idf")
+    question = (
+        "Under what condition may a third party participate in stating a message over an "
+        "amateur station?"
+    )
+    answer = RagChain(None, Retriever("test_pool_idf")).invoke(question, answer_mode="extractive")
+    assert "§ 97.115(b)(1)" in [source.pinpoint for source in answer.sources]
+    assert "continuously monitoring" in answer.answer
