@@ -940,27 +940,39 @@ def _whole_list(
     )
 
 
-def _best_item(passage: Passage, candidates: Sequence[Passage]) -> Passage | None:
+def _best_item(lead_in: Passage, candidates: Sequence[Passage]) -> Passage | None:
     """For a lead-in that cannot be quoted with its whole list, its best-ranked item (or table
-    row) in the chunk: the lead-in alone says nothing. Asked when a third party may take part
-    in a message, § 97.115(a) "An amateur station may transmit messages for a third party
-    to:" was quoted alone (its items run past PARAGRAPH_QUOTE_CHARS); asked for the General
-    Class's 20 m segments, § 97.301(d)'s "... of General Class:" without its table (which
-    begins the next chunk: `Retriever.with_continuations`). None when no candidate is an item."""
-    if not passage.paragraph or not passage.text.rstrip().endswith(":"):
+    row), quoted under it and ranked as it was where that is higher: the lead-in alone says
+    nothing. Asked when a third party may take part in a message, § 97.115(a) "An amateur
+    station may transmit messages for a third party to:" was quoted alone (its items run past
+    PARAGRAPH_QUOTE_CHARS); asked for the General Class's 20 m segments, § 97.301(d)'s "... of
+    General Class:" without its table (which begins the next chunk:
+    `Retriever.with_continuations`). None for any other passage, or without an item."""
+    if not lead_in.text.rstrip().endswith(":"):
         return None
     items = [
         c
         for c in candidates
-        if c.source == passage.source
-        and c.section == passage.section
-        and (c.chunk_id != passage.chunk_id or c.span[0] >= passage.span[1])
+        if (c.source, c.section, c.heading) == (lead_in.source, lead_in.section, lead_in.heading)
+        and (  # after it; in another chunk, only as an item of its (numbered) paragraph
+            c.span[0] >= lead_in.span[1]
+            if c.chunk_id == lead_in.chunk_id
+            else lead_in.paragraph is not None
+        )
         and (
-            (c.paragraph != passage.paragraph and _in_list(c, passage.paragraph))
-            or (c.paragraph == passage.paragraph and _is_row(c.text) and _DIGIT.search(c.text))
+            (c.paragraph != lead_in.paragraph and _in_list(c, lead_in.paragraph or ""))
+            or (c.paragraph == lead_in.paragraph and _is_row(c.text) and _DIGIT.search(c.text))
         )
     ]
-    return max(items, key=lambda c: c.score, default=None)
+    if not items:
+        return None
+    best = max(items, key=lambda c: c.score)
+    context, said = best.context or "", lead_in.text.strip()
+    if not context or context in said:  # the item's context may be the lead-in's last sentence
+        context = said
+    elif said not in context:  # a row reads under its header, the header under the lead-in
+        context = f"{said}{ELLIPSIS}{context}"
+    return replace(best, context=context, score=max(best.score, lead_in.score))
 
 
 _DIGIT = re.compile(r"\d")  # a table's data row, not a unit row ("LF | kHz | kHz |")

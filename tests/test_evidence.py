@@ -471,10 +471,10 @@ def test_two_items_of_one_list_quote_the_whole_list():
     ]
 
 
-def test_a_lead_in_alone_gives_way_to_its_best_item():
+def test_a_lead_in_is_quoted_with_its_best_item():
     """A lead-in ("... is transmitted in the following form:") says nothing by itself. When
-    its list does not fit in the quote, its best-ranked item stands for it; a table's unit
-    row ("LF | kHz | kHz |") is never that item."""
+    its list does not fit in the quote, its best-ranked item is quoted under it, ranked as
+    the lead-in was; a table's unit row ("LF | kHz | kHz |") is never that item."""
     chunk = _chunk(ACKNOWLEDGEMENT, section="80.322", char_start=0, para_path=[])
     candidates = split_passages(chunk)
     item = {p.paragraph: p for p in candidates}
@@ -495,8 +495,11 @@ def test_a_lead_in_alone_gives_way_to_its_best_item():
     lead_in = rows[0]
     for passage in rows:
         passage.score = 0.9 if "MHz |" in passage.text else 0.5 if "20 m" in passage.text else 0.1
+    lead_in.score = 0.7
     [shown] = with_whole_lists([lead_in], rows, {"c1": table})
     assert shown.text.startswith("20 m | 14.025-14.150") and shown.pinpoint == "§ 97.301(d)"
+    assert shown.quote.startswith(lead_in.text + " … Wavelength band |")  # then its header
+    assert shown.score == 0.7
 
 
 POWER_STANDARDS = (  # § 97.313(a)-(d), as published (eCFR, 2024-11-14)
