@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -36,6 +37,7 @@ from core.store import (
     SPARSE,
     get_client,
     get_sentence_model,
+    keyword_ids,
     metadata_filter,
     sparse_query_vector,
 )
@@ -47,6 +49,16 @@ _ABBREVIATIONS: dict[tuple, dict[str, str]] = {}  # (client, collection, points)
 _BAND_RANGES: dict[tuple, dict[str, tuple[float, float]]] = {}  # the same key -> band plan
 RRF_K = 60
 SECTION_CHUNKS = 12  # a section's chunks ranked beside the retrieved ones (with_section_chunks)
+# Keyword feedback for questions in the asker's own words (`_with_feedback`): the words at least
+# FEEDBACK_MIN_CHUNKS of the dense ranking's best FEEDBACK_CHUNKS chunks share, at most
+# FEEDBACK_WORDS of them, join the keyword query at FEEDBACK_WEIGHT (the asker's words: 1).
+# Measured (section hit@1 of the hybrid ranking, eCFR lay questions / exam / sample set):
+# 0.370 / 0.805 / 0.598 without; 0.463 / 0.810 / 0.586 as set; 0.481 / 0.790 / 0.575 at
+# weight 0.3; for every question, not only the asker's words, 0.481 / 0.790 / 0.540.
+FEEDBACK_CHUNKS = 3
+FEEDBACK_MIN_CHUNKS = 2
+FEEDBACK_WORDS = 10
+FEEDBACK_WEIGHT = 0.15
 # "15.109", "§ 2.1093(d)": a query naming a section id also ranks that section's chunks.
 _SECTION_ID = re.compile(r"(?<![\d.])(\d{1,3}\.\d{1,4}[a-z]?)(?![\d.]*\d)")
 # ... but "1.5 kW", "2.4 GHz", "0.5 percent" are quantities, not sections: read as section ids
@@ -184,6 +196,8 @@ class Retriever:
         # Part 80's antenna heights). The embedder reads the asker's words better as they are:
         # "the 60-meter ham band" is § 97.313, "the 60 m ham band" § 80.215 (dense hit@1).
         sparse_vector = sparse_query_vector(bands_as_written(query))
+        if mode == "hybrid":
+            sparse_vector = self._with_feedback(query, sparse_vector, dense_vector, query_filter)
         if mode == "bm25":
             if not sparse_vector.indices:
                 return []
@@ -194,6 +208,28 @@ class Retriever:
             return self._threshold(hits, score_threshold)[:k]
         return self._hybrid(
             dense_vector, sparse_vector, k, fetch_k, query_filter, score_threshold, query
+        )
+
+    def _with_feedback(self, query, sparse_vector, dense_vector, query_filter):
+        """The keyword query, with the words the dense ranking's best chunks share when the
+        question uses a word no document does ("ham", "walkie-talkie"): the rules' own words
+        for what it asks. "What's the most power I can run on my ham rig?" matched Part 80's
+        ship power rules on "power"; with the words the embedder's best chunks share, § 97.313
+        comes first. A question in the documents' words is searched as asked: on the exam set
+        the feedback cost first hits."""
+        if not sparse_vector.indices or not self.absent_terms(sorted(content_tokens(query))):
+            return sparse_vector
+        best = self._dense(dense_vector, FEEDBACK_CHUNKS, query_filter)
+        shared = Counter(word for hit in best for word in keyword_ids(hit.text))
+        asked = set(sparse_vector.indices)
+        words = [
+            word
+            for word, chunks in shared.most_common()
+            if chunks >= FEEDBACK_MIN_CHUNKS and word not in asked
+        ][:FEEDBACK_WORDS]
+        return models.SparseVector(
+            indices=[*sparse_vector.indices, *words],
+            values=[*sparse_vector.values, *[FEEDBACK_WEIGHT] * len(words)],
         )
 
     def with_section_chunks(

@@ -713,6 +713,11 @@ def sparse_query_vector(text: str) -> models.SparseVector:
     return KEYWORD_MODEL.query(text)
 
 
+def keyword_ids(text: str) -> set[int]:
+    """The ids of the text's distinct keywords (the indices of its query vector)."""
+    return set(KEYWORD_MODEL.query(text).indices)
+
+
 def bm25_idf(doc_count: int, containing: int) -> float:
     """The IDF Qdrant applies with Modifier.IDF (for offline BM25 baselines)."""
     return math.log(1 + (doc_count - containing + 0.5) / (containing + 0.5))

@@ -233,16 +233,17 @@ def test_quantities_are_not_section_ids():
     assert section_ids("What may a Technician use between 28.300 and 28.500 MHz?") == []
 
 
-def _ingest_part97(tmp_path, sections: tuple[str, ...], collection: str) -> None:
-    """These sections of the default corpus's Part 97 (eCFR XML), ingested into `collection`."""
+def _ingest_ecfr(tmp_path, sections: tuple[str, ...], collection: str) -> None:
+    """These sections of the default corpus (eCFR XML), ingested into `collection`."""
     import shutil
 
     from ingest.pipeline import ingest_paths
 
-    folder = tmp_path / "part97"
+    folder = tmp_path / "ecfr"
     folder.mkdir()
     for section in sections:
-        shutil.copy(ROOT / "data" / "corpus" / "ecfr" / "part97" / f"{section}.xml", folder)
+        part = section.split(".")[0]
+        shutil.copy(ROOT / "data" / "corpus" / "ecfr" / f"part{part}" / f"{section}.xml", folder)
     ingest_paths([folder], collection=collection, progress=False)
 
 
@@ -255,7 +256,7 @@ def test_the_asked_case_is_found_in_another_chunk_of_the_section(tmp_path):
     from chains.retrieval import Retriever
     from core.settings import Settings
 
-    _ingest_part97(tmp_path, ("97.303", "97.305", "97.307", "97.313"), "test_section_chunks")
+    _ingest_ecfr(tmp_path, ("97.303", "97.305", "97.307", "97.313"), "test_section_chunks")
     retriever = Retriever("test_section_chunks")
     question = "How much power can I put out on the 60-meter ham band?"
     hits = retriever.search(question, k=2)
@@ -293,7 +294,7 @@ def test_each_part_of_a_two_part_question_is_answered(tmp_path):
         "how old must each be?",
     ]
     assert len(question_parts("What is the order of priority of communications?")) == 1
-    _ingest_part97(
+    _ingest_ecfr(
         tmp_path, ("97.503", "97.505", "97.507", "97.509", "97.511"), "test_question_parts"
     )
     chain = RagChain(None, Retriever("test_question_parts"))
@@ -314,7 +315,7 @@ def test_a_band_named_by_wavelength_finds_the_rule_that_gives_its_frequencies(tm
     from chains.rag import RagChain
     from chains.retrieval import Retriever
 
-    _ingest_part97(tmp_path, ("97.301", "97.303", "97.305", "97.313"), "test_band_plan")
+    _ingest_ecfr(tmp_path, ("97.301", "97.303", "97.305", "97.313"), "test_band_plan")
     retriever = Retriever("test_band_plan")
     plan = retriever.band_ranges()
     assert plan["30m"] == (10.1e6, 10.15e6) and plan["2200m"] == (135.7e3, 137.8e3)
@@ -374,7 +375,7 @@ def test_words_few_passages_hold_decide_between_passages(tmp_path):
     from chains.retrieval import Retriever
 
     sections = ("97.115", "97.3", "97.119", "97.219", "97.111")
-    _ingest_part97(tmp_path, sections, "test_pool_idf")
+    _ingest_ecfr(tmp_path, sections, "test_pool_idf")
     question = (
         "Under what condition may a third party participate in stating a message over an "
         "amateur station?"
@@ -382,3 +383,27 @@ def test_words_few_passages_hold_decide_between_passages(tmp_path):
     answer = RagChain(None, Retriever("test_pool_idf")).invoke(question, answer_mode="extractive")
     assert "§ 97.115(b)(1)" in [source.pinpoint for source in answer.sources]
     assert "continuously monitoring" in answer.answer
+
+
+def test_a_question_in_the_askers_words_is_searched_with_the_rules_words(tmp_path, monkeypatch):
+    """ "ham" and "rig" are in no document: the keyword search matched Part 80's ship power
+    rules on "power". The words the dense ranking's best chunks share join the keyword query
+    (at a fraction of the asker's weight), and the amateur rules come first."""
+    import chains.retrieval
+    from chains.retrieval import Retriever
+
+    sections = ("97.11", "97.5", "97.13", "97.121", "97.313", "97.17", "97.509")
+    sections += ("80.1099", "80.177", "80.13", "80.1005", "80.93", "80.215")
+    _ingest_ecfr(tmp_path, sections, "test_feedback")
+    retriever = Retriever("test_feedback")
+    asked = {
+        "What's the most power I can run on my ham rig?": "97.313",
+        "Do I have to check whether my ham antenna puts too much radiation on my neighbors?": (
+            "97.13"
+        ),
+    }
+    for question, section in asked.items():
+        assert retriever.search(question, k=4)[0].section == section
+    monkeypatch.setattr(chains.retrieval, "FEEDBACK_WEIGHT", 0.0)  # the keyword query as asked
+    for question, section in asked.items():
+        assert retriever.search(question, k=4)[0].section != section
