@@ -435,13 +435,18 @@ def _row_line(cursor: _Cursor, begin: int, end: int, line: str, following: str |
     cursor.blocks.append(_Block(begin, end, list(cursor.path), "row", context=header))
 
 
+def is_lead_in(text: str) -> bool:
+    """Does the text introduce a list or table ("... in the following form:", "Radiotelegraphy:")?"""
+    return text.rstrip().endswith(":")
+
+
 def _fragment(text: str) -> bool:
     """A list item that cannot be read alone ("On the 10.10-10.15 MHz segment;", a row
     "100-160 kHz—80kW"). A lead-in ending in ":" ("Radiotelegraphy:") is none: it is read
     with what follows it."""
-    stripped = text.rstrip()
-    if stripped.endswith(":"):
+    if is_lead_in(text):
         return False
+    stripped = text.rstrip()
     return not stripped.endswith((".", "!", "?", '."', ".”")) or stripped[:1].islower()
 
 
@@ -661,7 +666,8 @@ def score_passages(
     saying "SS" matches a question saying "spread spectrum", and the other way round."""
     if not passages:
         return []
-    vectors = encode_texts([question] + [_ranking_text(p) for p in passages], embedder)
+    texts = [_ranking_text(p) for p in passages]
+    vectors = encode_texts([question, *texts], embedder)
     dense = vectors[1:] @ vectors[0]
     asked_quantities = [q for q in extract_quantities(question) if q.kind == "quantity"]
     named = _named_sections(question, [q.span for q in asked_quantities])
@@ -678,7 +684,6 @@ def score_passages(
     phrases = word_pairs(unnamed)
     term = asked_term(question)
     scores = []
-    texts = [_ranking_text(p) for p in passages]
     pool_words = [
         content_tokens(f"{text} {expand_abbreviations(text, abbreviations or {})}")
         for text in texts
@@ -696,7 +701,7 @@ def score_passages(
             + W_PARAGRAPH * _paragraph_match(named, passage)
             + W_AMOUNT * (amount and states_amount(passage.evidence, units))
             + W_BOUND * (bound is not None and bound in stated_bounds(passage.text))
-            + W_LIST_INTRO * passage.text.rstrip().endswith(":")
+            + W_LIST_INTRO * is_lead_in(passage.text)
             + W_QUALIFIER * qualifier_match(qualifiers, text)
             + W_PHRASE * (len(phrases & word_pairs(text)) / len(phrases) if phrases else 0.0)
             + W_DEFINITION * bool(term and defines(passage.text, term))
@@ -911,7 +916,7 @@ def _whole_list(
         return None
     # A lead-in among the best ("... four levels of priority in the following order:") is half
     # a rule: its items say it.
-    intro = passage.text.rstrip().endswith(":") and any(p is passage for p in kept)
+    intro = is_lead_in(passage.text) and any(p is passage for p in kept)
     parent = passage.paragraph if intro else _parent(passage)
     if not intro and sum(p.chunk_id == passage.chunk_id and _in_list(p, parent) for p in kept) < 2:
         return None
@@ -948,7 +953,7 @@ def _best_item(lead_in: Passage, candidates: Sequence[Passage]) -> Passage | Non
     PARAGRAPH_QUOTE_CHARS); asked for the General Class's 20 m segments, § 97.301(d)'s "... of
     General Class:" without its table (which begins the next chunk:
     `Retriever.with_continuations`). None for any other passage, or without an item."""
-    if not lead_in.text.rstrip().endswith(":"):
+    if not is_lead_in(lead_in.text):
         return None
     items = [
         c

@@ -27,7 +27,7 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, model_validator
 from qdrant_client import QdrantClient, models
 
-from chains.evidence import content_tokens
+from chains.evidence import content_tokens, is_lead_in
 from chains.qualifiers import bands_as_written, find_abbreviations, find_band_ranges
 from core.records import RetrievedChunk
 from core.settings import Settings, get_settings
@@ -268,7 +268,7 @@ class Retriever:
         seen = {hit.id for hit in hits}
         more: list[RetrievedChunk] = []
         for hit in hits:
-            if not hit.text.rstrip().endswith(":") or hit.chunk_index is None:
+            if not is_lead_in(hit.text) or hit.chunk_index is None:
                 continue
             following = metadata_filter(
                 source=hit.source, root=hit.metadata.get("root"), chunk_index=hit.chunk_index + 1

@@ -61,6 +61,7 @@ from chains.evidence import (
     content_tokens,
     dedupe_passages,
     encode_texts,
+    is_lead_in,
     sentence_spans,
     split_passages,
 )
@@ -243,7 +244,7 @@ def provision_score(passage: Passage, lead: int | None = None) -> float:
         + max(W_DUTY * signals["duty"], W_PROHIBITION * signals["prohibition"])
         + W_DEADLINE * signals["deadline"]
         + W_PERMISSION * (signals["permission"] and not signals["prohibition"])
-        + W_LIST_INTRO * passage.text.rstrip().endswith(":")
+        + W_LIST_INTRO * is_lead_in(passage.text)
         + W_SHORT * (len(passage.text.strip()) < MIN_PROVISION_CHARS)
     )
     if lead is not None and lead < 2:
@@ -306,7 +307,7 @@ def with_lead_ins(passages: Sequence[Passage]) -> list[Passage]:
                 passage = replace(passage, context=intros[parent])
         seen.add(key)
         text = passage.text.strip()
-        if text.endswith(":"):
+        if is_lead_in(text):
             spans = sentence_spans(text, min_chars=0)
             intros[key] = text[spans[-1][0] : spans[-1][1]] if spans else text
         out.append(passage)
