@@ -37,7 +37,13 @@ from chains.quantities import (
     states_amount,
     wants_amount,
 )
-from ingest.chunking import ParagraphStart, path_breaks, scan_paragraphs, split_units
+from ingest.chunking import (
+    ParagraphStart,
+    definition_resets,
+    path_breaks,
+    scan_paragraphs,
+    split_units,
+)
 
 # Ranking weights (see the module docstring for the resulting scale).
 W_DENSE = 0.6
@@ -272,12 +278,14 @@ def make_pinpoint(
     return f"{label}, ¶ {paragraph}" if paragraph else label
 
 
-def _heading_starts(text: str, heading: str | None, section: str | None) -> tuple[set, set]:
-    """Offsets of the heading lines of a chunk text (never passages), and of those that
-    close all paragraphs (a table caption in a rule is no such heading)."""
+def _heading_starts(text: str, heading: str | None, section: str | None) -> tuple[set, set, set]:
+    """Offsets of the heading lines of a chunk text (never passages), of those that close
+    all paragraphs (a table caption in a rule is no such heading), and of the unmarked
+    definitions that do (`definition_resets`)."""
     markdown = any(_MD_HEADING_LINE.match(line) for line in text.splitlines())
     units = split_units(text, markdown)
     breaks = path_breaks(units, section)
+    resets = definition_resets(text, units, heading)
     starts = {u.start for u in units if u.kind == "section" or u.start in breaks}
     if heading:
         bare = heading.lstrip("# ").strip()
@@ -286,7 +294,7 @@ def _heading_starts(text: str, heading: str | None, section: str | None) -> tupl
             if line.strip().lstrip("# ").strip() == bare:
                 starts.add(position + len(line) - len(line.lstrip()))
             position += len(line)
-    return starts, breaks
+    return starts, breaks, resets
 
 
 def _cells(line: str) -> list[str]:
@@ -515,9 +523,11 @@ def split_passages(chunk: Any) -> list[Passage]:
     heading = meta.get("heading")
     char_start = meta.get("char_start")
     para_path = [str(p) for p in meta.get("para_path") or []]
-    headings, breaks = _heading_starts(text, heading, meta.get("section"))
+    headings, breaks, resets = _heading_starts(text, heading, meta.get("section"))
     # With a para_path from ingestion, a marker opening the chunk is a child of that path.
-    starts = scan_paragraphs(text, para_path, breaks, first_is_child="para_path" in meta)
+    starts = scan_paragraphs(
+        text, para_path, breaks, first_is_child="para_path" in meta, resets=resets
+    )
     mid = isinstance(char_start, int) and char_start > 0
     blocks = _blocks(text, starts, (headings, breaks), para_path, mid)
     _contexts(text, blocks)

@@ -35,6 +35,13 @@ _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _NUMBERED_HEADING = re.compile(r"^\d{1,2}(?:\.\d{1,2}){0,3}\.?\s+[A-Z][^.!?:;|]{1,78}[^.!?:;,|\s]$")
 _MARKER = re.compile(r"^\(([a-z]{1,2}|\d{1,3}|[ivxl]{1,5})\)\s")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+# A definitions section ("§ 97.3 Definitions.", "§ 15.3 Definitions") and one of its entries:
+# "(38) Repeater. An amateur station ...", "Underway. A vessel is underway ...": a term of at
+# most a few words, a period, then its definition.
+_DEFINITIONS_HEADING = re.compile(r"\bDefinitions?\b")
+_DEFINITION_ENTRY = re.compile(
+    r"^\W*(?:\(\w{1,4}\)\s*)*(?P<term>[A-Z][^.:;]{0,80}?)\.\s+(?:\(\w{1,4}\)\s*)?[A-Z]"
+)
 _ROMAN_AFTER = {"i": "h", "v": "u", "x": "w", "l": "k"}
 
 
@@ -226,7 +233,12 @@ class Chunker:
             for unit, ids in zip(units, encoded["input_ids"], strict=True):
                 unit.tokens = len(ids)
             packed, state = self._pack(segment.text, units, state, segment.structured)
-            starts = scan_paragraphs(segment.text, path, path_breaks(units, segment.section))
+            starts = scan_paragraphs(
+                segment.text,
+                path,
+                path_breaks(units, segment.section),
+                resets=definition_resets(segment.text, units, segment.heading),
+            )
             for text, unit_state, start in packed:
                 para_path = path_at(starts, start, path)
                 pieces.append(_Piece(text, unit_state, segment.page, start, para_path))
@@ -265,14 +277,17 @@ class Chunker:
 
         chunk_state = state
         group_sizes = self._group_sizes(units)
+        in_entries = False  # past the first entry of a definitions section
         for index, unit in enumerate(units):
             is_heading = unit.kind in ("section", "heading")
             only_headings = all(units[i].kind in ("section", "heading") for i in current)
             holds_section = any(units[i].kind == "section" for i in current)
+            entry = not is_heading and _definition_entry(text[unit.start : unit.end], state.heading)
             if (
                 is_heading
                 and current
                 and (not only_headings or unit.kind == "section" and holds_section)
+                or (entry and in_entries and current)
                 or (
                     unit.kind == "letter"
                     and current
@@ -294,6 +309,7 @@ class Chunker:
                 continue
             if current_tokens + unit.tokens > budget:
                 flush()
+            in_entries = not is_heading and (in_entries or entry)
             current.append(index)
             current_tokens += unit.tokens
             chunk_state = state
@@ -432,6 +448,33 @@ class Chunker:
     @staticmethod
     def _prefix(state: _State, title: str) -> str:
         return (state.heading or title or "").strip()
+
+
+def _definition_entry(text: str, heading: str | None) -> bool:
+    """Is the unit an entry of a definitions section ("(38) Repeater. An amateur station ..."
+    under "§ 97.3 Definitions.")? Each entry is chunked alone: among six definitions in one
+    chunk, "Underway. A vessel is underway when ..." was found for no question about it
+    (§ 80.5), its words a sixth of the chunk's vector."""
+    if not heading or not _DEFINITIONS_HEADING.search(heading):
+        return False
+    match = _DEFINITION_ENTRY.match(text)
+    return bool(match) and len(match.group("term").split()) <= 8
+
+
+def definition_resets(text: str, units: list[_Unit], heading: str | None = None) -> set[int]:
+    """Offsets of the unmarked entries of a definitions section ("Underway. A vessel is ..."):
+    each closes the paragraphs before it. § 80.5 lists its terms without markers, and a few
+    have numbered sub-paragraphs; without the reset, every term after "Urgency signal. (1)
+    ... (4) ..." was read as its paragraph (4)."""
+    resets: set[int] = set()
+    for unit in units:
+        if unit.kind in ("section", "heading"):
+            heading = unit.heading
+            continue
+        body = text[unit.start : unit.end]
+        if not _MARKER.match(body) and _definition_entry(body, heading):
+            resets.add(unit.start)
+    return resets
 
 
 def _starts_with_heading(text: str, heading: str) -> bool:
@@ -623,18 +666,26 @@ def scan_paragraphs(
     start_path: Sequence[str] = (),
     headings: set[int] | None = None,
     first_is_child: bool = False,
+    resets: set[int] | None = None,
 ) -> list[ParagraphStart]:
     """Every paragraph start of `text` with its full path, in order.
 
     `start_path` is the path open where `text` begins; `headings` the offsets of heading lines
     (which close every paragraph). `first_is_child`: a marker at the very start of `text` opens
     a child of `start_path` (how a chunk's `para_path` is meant; [] there: a top paragraph).
+    `resets`: offsets of unmarked paragraphs that close every paragraph (`definition_resets`).
     """
     spots = _marker_spots(text, headings or set())
+    spots += [(offset, offset, None, False) for offset in sorted(resets or ())]
+    spots.sort(key=lambda spot: spot[0])
     tracker = ParagraphPath(start_path)
     begin = len(text) - len(text.lstrip())
     out: list[ParagraphStart] = []
     for index, (start, body, markers, after_colon) in enumerate(spots):
+        if markers is None:  # an unmarked top paragraph
+            tracker = ParagraphPath()
+            out.append(ParagraphStart(start, body, [], []))
+            continue
         if not markers:
             tracker = ParagraphPath()
             out.append(ParagraphStart(start, body, [], [], heading=True))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -482,6 +483,35 @@ def test_lettered_paragraphs_start_chunks():
     # Greedy packing would start chunks at "(2)"; a lettered paragraph starts a chunk instead.
     assert [c.text.split()[0] for c in chunks[1:]] == ["(b)", "(c)", "(d)", "(e)", "(f)"]
     assert {c.section for c in chunks} == {"97.313"}
+
+
+def test_each_definition_is_its_own_chunk():
+    """The default corpus's § 80.5 lists its terms without markers, some with numbered
+    sub-paragraphs ("Urgency signal. (1) ... (4) ..."). Each term is a chunk of its own, at
+    the top of the section's paragraphs, and its sub-paragraphs stay with it."""
+    from chains.evidence import split_passages
+    from ingest.loaders import load_file
+
+    chunker, _ = _chunker()
+    path = ROOT / "data/corpus/ecfr/part80/80.5.xml"
+    chunks = chunker.chunk(load_file(path, path.read_bytes()))
+    underway = [c for c in chunks if "underway" in c.text.lower()]
+    assert len(underway) == 1
+    assert underway[0].text.startswith("Underway. A vessel is underway when")
+    assert underway[0].para_path == []
+    urgency = next(c for c in chunks if c.text.startswith("Urgency signal."))
+    assert "“PAN PAN”" in urgency.text
+    after = next(c for c in chunks if "Vessel traffic service (VTS)." in c.text)
+    assert after.text.startswith("Vessel traffic service") and after.para_path == []
+    # The passages keep the pinpoints: a term after "Urgency signal. (1)-(4)" is no (4).
+    stored = SimpleNamespace(
+        text=after.text, metadata={"section": "80.5", "heading": after.heading, "para_path": []}
+    )
+    assert [p.paragraph for p in split_passages(stored)] == [None]
+    # A rule outside a definitions section still packs several paragraphs into a chunk.
+    path = ROOT / "data/corpus/ecfr/part97/97.313.xml"
+    chunks = chunker.chunk(load_file(path, path.read_bytes()))
+    assert chunks[0].text.count("\n\n(") >= 3
 
 
 # Store lock and the CLI ----------------------------------------------------------------------
