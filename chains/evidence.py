@@ -928,7 +928,10 @@ def _whole_list(
     # a rule: its items say it.
     intro = is_lead_in(passage.text) and any(p is passage for p in kept)
     parent = passage.paragraph if intro else _parent(passage)
-    if not intro and sum(p.chunk_id == passage.chunk_id and _in_list(p, parent) for p in kept) < 2:
+    items_kept = {
+        p.paragraph for p in kept if p.chunk_id == passage.chunk_id and _in_list(p, parent)
+    }
+    if not intro and len(items_kept) < 2:  # two sentences of one item are no list
         return None
     items = [
         c
@@ -1015,6 +1018,27 @@ def _holds(outer: Passage, inner: Passage) -> bool:
         and outer.span[0] <= inner.span[0]
         and inner.span[1] <= outer.span[1]
     )
+
+
+_CHAIN = re.compile(r"(?:\([a-zA-Z0-9]{1,6}\))+")
+
+
+def cited_paragraphs(row: str) -> list[str]:
+    """The paragraphs a table row's last cell cites: "20 m | 14.00-14.15 MHz | RTTY, data |
+    (f)(3), (9)." -> ["(f)(3)", "(f)(9)"] (a shorter chain continues the first one's parent).
+    [] for a row whose last cell is anything else."""
+    if not _is_row(row):
+        return []
+    cell = _cells(row)[-1].rstrip(".; ")
+    chains = _CHAIN.findall(cell)
+    if not chains or _CHAIN.sub("", cell).strip(" ,;and") != "":
+        return []
+    first = re.findall(r"\([^()]+\)", chains[0])
+    cited = []
+    for chain in chains:
+        markers = re.findall(r"\([^()]+\)", chain)
+        cited.append("".join(first[: max(0, len(first) - len(markers))] + markers))
+    return cited
 
 
 def passages_from_chunks(chunks: Iterable[Any]) -> list[Passage]:

@@ -36,10 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 from chains.citations import clean_citations
 from chains.evidence import (
+    W_QUALIFIER,
     Passage,
     answer_each_part,
+    cited_paragraphs,
     passages_from_chunks,
     rank_passages,
+    score_passages,
     widen_quotes,
 )
 from chains.prompts import (
@@ -78,6 +81,7 @@ ANSWER_MODES = ("verified", "extractive", "raw")
 MAX_VERIFIED_SENTENCES = 2
 MAX_QUESTION_CHARS = 2000  # longer questions are cut for retrieval and the prompt (and said so)
 CLOSEST_SHOWN = 3  # passages an abstention lists as "closest, below the threshold"
+CITED_CHUNKS = 12  # chunks of a section a table row cites, read for its cited paragraphs
 # A sentence end in a growing draft: ".", "!" or "?" (with its [n]) before more text, or a newline.
 _SENTENCE_END = re.compile(r"[.!?](?:\s*\[[\d,\s\-–]+\])?(?=\s+\S)|\n")
 # "§ 97.313", "section 80.215", "97.313?": a question that only names a section.
@@ -94,6 +98,18 @@ _WHOLE_SECTION_WORDS = frozenset(
     "covers provide provides state states contain contains mean means summarize summarise "
     "explain describe about rule rules".split()
 )
+
+
+def _parent(paragraph: str) -> str:
+    """ "(f)" for "(f)(3)" and for "(f)(3)(i)": the list a cited paragraph is an item of."""
+    markers = re.findall(r"\([^()]+\)", paragraph)
+    return "".join(markers[:1]) if len(markers) > 1 else ""
+
+
+def _within(paragraph: str | None, cited: str) -> bool:
+    """Is the passage's paragraph the cited one or under it ("(f)(3)(i)" in "(f)(3), not
+    "(f)(10)" in "(f)(1)")?"""
+    return bool(paragraph) and (paragraph == cited or paragraph.startswith(f"{cited}("))
 
 
 def asked_section(question: str) -> str | None:
@@ -554,6 +570,9 @@ class RagChain:
             chunk_order=order,
             abbreviations=abbreviations,
         )
+        ranked, chunks, candidates = self._with_cited_standards(
+            asked, ranked, chunks, candidates, abbreviations
+        )
         best = ranked[0].score if ranked else None
         searched["best_score"] = round(best, 4) if best is not None else None
         dense = [p.dense_score for p in ranked if p.dense_score is not None]
@@ -588,6 +607,68 @@ class RagChain:
         )
         kept = widen_quotes(kept, chunks, candidates)
         return kept, searched
+
+    def _with_cited_standards(
+        self,
+        question: str,
+        ranked: list[Passage],
+        chunks: Sequence[RetrievedChunk],
+        candidates: list[Passage],
+        abbreviations: dict[str, str],
+    ) -> tuple[list[Passage], list[RetrievedChunk], list[Passage]]:
+        """`ranked` with the paragraphs a kept table row cites, ranked at least as the row.
+
+        § 97.305(c)'s rows give each band's emission types and, by paragraph, the § 97.307
+        standards they follow ("20 m | 14.00-14.15 MHz | RTTY, data | (f)(3)."); asked for the
+        bandwidth or symbol rate on a band, the rows were quoted and § 97.307(f)(3), which
+        states it and never names the band, was not. Only sections whose table heads such a
+        column (`Retriever.cited_sections`) are read; the chunks and candidates grow by
+        what was fetched (quotes are cut from them)."""
+        citing = self.retriever.cited_sections() if ranked else {}
+        floor = ranked[0].score - self.settings.passage_margin if ranked else 0.0
+        wanted: dict[tuple[str, str], float] = {}  # (section, paragraph) -> the row's score
+        for passage in ranked:  # the best row that cites: the others are other cases
+            target = citing.get(passage.section or "")
+            cited = cited_paragraphs(passage.text) if target and passage.score >= floor else []
+            if cited:
+                wanted = {(target, paragraph): passage.score for paragraph in cited}
+                break
+        if not wanted:
+            return ranked, list(chunks), candidates
+        sections = sorted({section for section, _ in wanted})
+        fetched = self.retriever.search(
+            question, k=CITED_CHUNKS * len(sections), mode="dense", filters={"section": sections}
+        )
+        known = {chunk.id for chunk in chunks}
+        chunks = [*chunks, *(chunk for chunk in fetched if chunk.id not in known)]
+
+        def row_score(passage: Passage) -> float | None:
+            return next(
+                (
+                    score
+                    for (section, paragraph), score in wanted.items()
+                    if passage.section == section and _within(passage.paragraph, paragraph)
+                ),
+                None,
+            )
+
+        shown = {(p.chunk_id, p.span): p for p in ranked}
+        new = [
+            p
+            for p in passages_from_chunks(fetched)
+            if (p.chunk_id, p.span) not in shown and row_score(p) is not None
+        ]
+        score_passages(question, new, abbreviations=abbreviations)
+        parents = {(section, _parent(paragraph)) for section, paragraph in wanted}
+        for passage in [*ranked, *new]:
+            row = row_score(passage)
+            if row is not None:
+                passage.score = max(passage.score, row)
+            elif (passage.section, _parent(passage.paragraph or "")) in parents:
+                # (f)(5) "19.6 kilobauds" is the standard of other bands' rows: another case
+                passage.score -= W_QUALIFIER
+        merged = sorted([*ranked, *new], key=lambda p: -p.score)  # stable: a row before its cited
+        return merged, chunks, [*candidates, *new]
 
     def fit_context(
         self,

@@ -34,6 +34,7 @@ from core.settings import Settings, get_settings
 from core.store import (
     CONTENT_KEY,
     DENSE,
+    METADATA_KEY,
     SPARSE,
     get_client,
     get_sentence_model,
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 MODES = ("dense", "hybrid", "bm25")
 _ABBREVIATIONS: dict[tuple, dict[str, str]] = {}  # (client, collection, points) -> abbreviations
 _BAND_RANGES: dict[tuple, dict[str, tuple[float, float]]] = {}  # the same key -> band plan
+_STANDARDS: dict[tuple, dict[str, str]] = {}  # the same key -> {section: section its table cites}
+# A table column of paragraph references to another section: "Standards see § 97.307,
+# paragraph(s):" (§ 97.305(c): each band's row names the paragraphs of § 97.307 it follows).
+_CITED_COLUMN = re.compile(r"\|[^|\n]*§\s*(\d{1,3}\.\d{1,4}[a-z]?)\b[^|\n]*paragraph", re.I)
 RRF_K = 60
 SECTION_CHUNKS = 12  # a section's chunks ranked beside the retrieved ones (with_section_chunks)
 # Keyword feedback for questions in the asker's own words (`_with_feedback`): the words at least
@@ -491,6 +496,35 @@ class Retriever:
         """The frequencies the collection's band-plan tables give each band ({"20m": (14.0e6,
         14.35e6)}) (`chains.qualifiers.find_band_ranges`)."""
         return self._read_once(_BAND_RANGES, find_band_ranges)
+
+    def cited_sections(self) -> dict[str, str]:
+        """{"97.305": "97.307"}: the sections whose table has a column of paragraph references
+        to another section (the header "Standards see § 97.307, paragraph(s):")."""
+        if not self.client.collection_exists(self.collection):
+            return {}
+        key = (id(self.client), self.collection, self.count())
+        if key not in _STANDARDS:
+            found: dict[str, str] = {}
+            for text, metadata in self._records():
+                match = _CITED_COLUMN.search(text)
+                if match and metadata.get("section"):
+                    found.setdefault(metadata["section"], match.group(1))
+            _STANDARDS[key] = found
+        return _STANDARDS[key]
+
+    def _records(self):
+        """(text, metadata) of every chunk, page by page."""
+        offset = None
+        while True:
+            records, offset = self.client.scroll(
+                self.collection, limit=256, offset=offset,
+                with_payload=[CONTENT_KEY, METADATA_KEY], with_vectors=False,
+            )  # fmt: skip
+            for record in records:
+                payload = record.payload or {}
+                yield payload.get(CONTENT_KEY) or "", payload.get(METADATA_KEY) or {}
+            if offset is None:
+                return
 
     def _read_once(self, cache: dict, read):
         """`read(the chunks' texts)`, once per collection and size ({} without one)."""

@@ -407,3 +407,32 @@ def test_a_question_in_the_askers_words_is_searched_with_the_rules_words(tmp_pat
     monkeypatch.setattr(chains.retrieval, "FEEDBACK_WEIGHT", 0.0)  # the keyword query as asked
     for question, section in asked.items():
         assert retriever.search(question, k=4)[0].section != section
+
+
+def test_a_table_row_brings_the_paragraph_it_cites(tmp_path):
+    """§ 97.305(c)'s rows give each band's emission types and the § 97.307 paragraph whose
+    standards they follow ("20 m | 14.00-14.15 MHz | RTTY, data | (f)(3)."); § 97.307(f)(3)
+    states the bandwidth and never names the band. Asked for the 20 m band's data bandwidth,
+    the row and the paragraph it cites are quoted."""
+    from chains.evidence import cited_paragraphs
+    from chains.rag import RagChain
+    from chains.retrieval import Retriever
+
+    assert cited_paragraphs("80 m | Entire band | RTTY, data | (f)(3), (9).") == [
+        "(f)(3)",
+        "(f)(9)",
+    ]
+    assert cited_paragraphs("20 m | 14.15-14.35 MHz | Phone, image | (f)(1), (2).") == [
+        "(f)(1)",
+        "(f)(2)",
+    ]
+    assert cited_paragraphs("160 m | 1.8-2.0 MHz | 1.5 kW PEP") == []
+    _ingest_ecfr(tmp_path, ("97.303", "97.305", "97.307", "97.313"), "test_cited")
+    retriever = Retriever("test_cited")
+    assert retriever.cited_sections()["97.305"] == "97.307"
+    question = "What is the maximum symbol rate for a RTTY or data emission on the 20 meter band?"
+    answer = RagChain(None, retriever).invoke(question, answer_mode="extractive")
+    pinpoints = [source.pinpoint for source in answer.sources if source.cited]
+    assert any(p.startswith("§ 97.305(c)") for p in pinpoints), pinpoints
+    assert "§ 97.307(f)(3)" in pinpoints
+    assert "The authorized bandwidth is 2.8 kHz" in answer.answer
