@@ -1021,6 +1021,12 @@ def _holds(outer: Passage, inner: Passage) -> bool:
 
 
 _CHAIN = re.compile(r"(?:\([a-zA-Z0-9]{1,6}\))+")
+_ONE_MARKER = re.compile(r"\([^()]+\)")
+
+
+def paragraph_markers(paragraph: str) -> list[str]:
+    """ "(f)(3)(i)" -> ["(f)", "(3)", "(i)"]."""
+    return _ONE_MARKER.findall(paragraph)
 
 
 def cited_paragraphs(row: str) -> list[str]:
@@ -1033,10 +1039,10 @@ def cited_paragraphs(row: str) -> list[str]:
     chains = _CHAIN.findall(cell)
     if not chains or _CHAIN.sub("", cell).strip(" ,;and") != "":
         return []
-    first = re.findall(r"\([^()]+\)", chains[0])
+    first = paragraph_markers(chains[0])
     cited = []
     for chain in chains:
-        markers = re.findall(r"\([^()]+\)", chain)
+        markers = paragraph_markers(chain)
         cited.append("".join(first[: max(0, len(first) - len(markers))] + markers))
     return cited
 

@@ -40,6 +40,7 @@ from chains.evidence import (
     Passage,
     answer_each_part,
     cited_paragraphs,
+    paragraph_markers,
     passages_from_chunks,
     rank_passages,
     score_passages,
@@ -100,10 +101,10 @@ _WHOLE_SECTION_WORDS = frozenset(
 )
 
 
-def _parent(paragraph: str) -> str:
-    """ "(f)" for "(f)(3)" and for "(f)(3)(i)": the list a cited paragraph is an item of."""
-    markers = re.findall(r"\([^()]+\)", paragraph)
-    return "".join(markers[:1]) if len(markers) > 1 else ""
+def _top_list(paragraph: str) -> str:
+    """ "(f)" for "(f)(3)" and for "(f)(3)(i)": the top list a cited paragraph is in."""
+    markers = paragraph_markers(paragraph)
+    return markers[0] if len(markers) > 1 else ""
 
 
 def _within(paragraph: str | None, cited: str) -> bool:
@@ -652,19 +653,19 @@ class RagChain:
                 None,
             )
 
-        shown = {(p.chunk_id, p.span): p for p in ranked}
+        shown = {(p.chunk_id, p.span) for p in ranked}
         new = [
             p
             for p in passages_from_chunks(fetched)
             if (p.chunk_id, p.span) not in shown and row_score(p) is not None
         ]
         score_passages(question, new, abbreviations=abbreviations)
-        parents = {(section, _parent(paragraph)) for section, paragraph in wanted}
+        lists = {(section, _top_list(paragraph)) for section, paragraph in wanted}
         for passage in [*ranked, *new]:
             row = row_score(passage)
             if row is not None:
                 passage.score = max(passage.score, row)
-            elif (passage.section, _parent(passage.paragraph or "")) in parents:
+            elif (passage.section, _top_list(passage.paragraph or "")) in lists:
                 # (f)(5) "19.6 kilobauds" is the standard of other bands' rows: another case
                 passage.score -= W_QUALIFIER
         merged = sorted([*ranked, *new], key=lambda p: -p.score)  # stable: a row before its cited

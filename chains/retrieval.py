@@ -53,6 +53,7 @@ _STANDARDS: dict[tuple, dict[str, str]] = {}  # the same key -> {section: sectio
 # paragraph(s):" (§ 97.305(c): each band's row names the paragraphs of § 97.307 it follows).
 _CITED_COLUMN = re.compile(r"\|[^|\n]*§\s*(\d{1,3}\.\d{1,4}[a-z]?)\b[^|\n]*paragraph", re.I)
 RRF_K = 60
+
 SECTION_CHUNKS = 12  # a section's chunks ranked beside the retrieved ones (with_section_chunks)
 # Keyword feedback for questions in the asker's own words (`_with_feedback`): the words at least
 # FEEDBACK_MIN_CHUNKS of the dense ranking's best FEEDBACK_CHUNKS chunks share, at most
@@ -135,6 +136,16 @@ def rrf_fuse(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:
         for rank, point_id in enumerate(ranking, start=1):
             scores[point_id] = scores.get(point_id, 0.0) + 1.0 / (k + rank)
     return scores
+
+
+def _cited_columns(records) -> dict[str, str]:
+    """{section: the section its table's paragraph-reference column cites} (`_CITED_COLUMN`)."""
+    found: dict[str, str] = {}
+    for text, metadata in records:
+        match = _CITED_COLUMN.search(text)
+        if match and metadata.get("section"):
+            found.setdefault(metadata["section"], match.group(1))
+    return found
 
 
 class Retriever:
@@ -500,50 +511,35 @@ class Retriever:
     def cited_sections(self) -> dict[str, str]:
         """{"97.305": "97.307"}: the sections whose table has a column of paragraph references
         to another section (the header "Standards see § 97.307, paragraph(s):")."""
-        if not self.client.collection_exists(self.collection):
-            return {}
-        key = (id(self.client), self.collection, self.count())
-        if key not in _STANDARDS:
-            found: dict[str, str] = {}
-            for text, metadata in self._records():
-                match = _CITED_COLUMN.search(text)
-                if match and metadata.get("section"):
-                    found.setdefault(metadata["section"], match.group(1))
-            _STANDARDS[key] = found
-        return _STANDARDS[key]
+        return self._read_once(_STANDARDS, _cited_columns, metadata=True)
 
-    def _records(self):
-        """(text, metadata) of every chunk, page by page."""
-        offset = None
-        while True:
-            records, offset = self.client.scroll(
-                self.collection, limit=256, offset=offset,
-                with_payload=[CONTENT_KEY, METADATA_KEY], with_vectors=False,
-            )  # fmt: skip
-            for record in records:
-                payload = record.payload or {}
-                yield payload.get(CONTENT_KEY) or "", payload.get(METADATA_KEY) or {}
-            if offset is None:
-                return
-
-    def _read_once(self, cache: dict, read):
-        """`read(the chunks' texts)`, once per collection and size ({} without one)."""
+    def _read_once(self, cache: dict, read, metadata: bool = False):
+        """`read(the chunks' texts)` (with `metadata`: their (text, metadata) pairs), once per
+        collection and size ({} without one)."""
         if not self.client.collection_exists(self.collection):
             return {}
         key = (id(self.client), self.collection, self.count())
         if key not in cache:
-            cache[key] = read(self._texts())
+            cache[key] = read(self._records(metadata=True) if metadata else self._texts())
         return cache[key]
 
     def _texts(self, condition: models.Filter | None = None):
         """The chunks' texts (those matching `condition`), page by page."""
+        return (text for text, _ in self._records(condition))
+
+    def _records(self, condition: models.Filter | None = None, metadata: bool = False):
+        """(text, metadata) of the chunks matching `condition`, page by page; the metadata
+        is {} unless asked for (the texts alone are read on every question)."""
+        fields = [CONTENT_KEY, METADATA_KEY] if metadata else [CONTENT_KEY]
         offset = None
         while True:
             records, offset = self.client.scroll(
                 self.collection, scroll_filter=condition, limit=256, offset=offset,
-                with_payload=[CONTENT_KEY], with_vectors=False,
+                with_payload=fields, with_vectors=False,
             )  # fmt: skip
-            yield from ((r.payload or {}).get(CONTENT_KEY) or "" for r in records)
+            for record in records:
+                payload = record.payload or {}
+                yield payload.get(CONTENT_KEY) or "", payload.get(METADATA_KEY) or {}
             if offset is None:
                 return
 
