@@ -280,11 +280,10 @@ def make_pinpoint(
 
 def _heading_starts(text: str, heading: str | None, section: str | None) -> tuple[set, set, set]:
     """Offsets of the heading lines of a chunk text (never passages), of those that close
-    all paragraphs (a table caption in a rule is no such heading), and of the unmarked
-    definitions that do (`definition_resets`)."""
+    all paragraphs, and of the unmarked definitions that do (`definition_resets`)."""
     markdown = any(_MD_HEADING_LINE.match(line) for line in text.splitlines())
-    units = split_units(text, markdown)
-    breaks = path_breaks(units, section)
+    units = split_units(text, markdown, in_rules=bool(section))
+    breaks = path_breaks(units)
     resets = definition_resets(text, units, heading)
     starts = {u.start for u in units if u.kind == "section" or u.start in breaks}
     if heading:

@@ -109,8 +109,15 @@ def _is_letter(marker: str, last_letter: str | None) -> bool:
     return True
 
 
-def split_units(text: str, markdown_headings: bool) -> list[_Unit]:
-    """Cut text into structural units (character spans of `text`)."""
+def split_units(text: str, markdown_headings: bool, in_rules: bool = False) -> list[_Unit]:
+    """Cut text into structural units (character spans of `text`).
+
+    `in_rules`: the text is (part of) a rule section. A rule's structure is its paragraph
+    markers, so from a section line on, a bare numbered line is no heading: in § 97.303 the
+    table caption "60 M Band Frequencies (kHz)" was taken for one and became the heading of
+    the section's later chunks, so paragraphs (i) to (r) (the 5 cm band ...) read as being
+    about the 60 m band, and were quoted for questions about it. A KDB's "2. Requirements"
+    stays a heading."""
     units: list[_Unit] = []
     position = 0
     last_letter: str | None = None
@@ -128,7 +135,7 @@ def split_units(text: str, markdown_headings: bool) -> list[_Unit]:
     lines = text.splitlines(keepends=True)
 
     def numbered_heading(index: int, stripped: str) -> bool:
-        if markdown_headings or not _NUMBERED_HEADING.match(stripped):
+        if in_rules or markdown_headings or not _NUMBERED_HEADING.match(stripped):
             return False
         following = next((line.strip() for line in lines[index + 1 :] if line.strip()), "")
         return bool(following) and not _NUMBERED_HEADING.match(following)
@@ -149,6 +156,7 @@ def split_units(text: str, markdown_headings: bool) -> list[_Unit]:
             close(start)
             title = heading.group(2).strip()
             section = _heading_section(title)
+            in_rules = in_rules or bool(section)
             units.append(
                 _Unit(
                     start + len(line) - len(line.lstrip()),
@@ -162,6 +170,7 @@ def split_units(text: str, markdown_headings: bool) -> list[_Unit]:
             last_letter = None
         elif section_line and len(stripped) <= 300:
             close(start)
+            in_rules = True
             section = f"{section_line.group(1)}.{section_line.group(2)}"
             units.append(
                 _Unit(
@@ -226,7 +235,9 @@ class Chunker:
                     segment.section, None, segment.heading, segment.part, segment.subpart
                 )
                 path = []
-            units = split_units(segment.text, loaded.markdown_headings)
+            units = split_units(
+                segment.text, loaded.markdown_headings, in_rules=bool(segment.section)
+            )
             if not units:
                 continue
             encoded = self._encode([segment.text[u.start : u.end] for u in units])
@@ -236,7 +247,7 @@ class Chunker:
             starts = scan_paragraphs(
                 segment.text,
                 path,
-                path_breaks(units, segment.section),
+                path_breaks(units),
                 resets=definition_resets(segment.text, units, segment.heading),
             )
             for text, unit_state, start in packed:
@@ -700,18 +711,10 @@ def scan_paragraphs(
     return out
 
 
-def path_breaks(units: list[_Unit], section: str | None = None) -> set[int]:
-    """Offsets of the headings that close all paragraphs.
-
-    A bare numbered line ("60 M Band Frequencies (kHz)") inside a rule section is a table
-    caption, not a heading of the paragraphs around it; in a KDB without sections it is one.
-    """
-    in_rules = bool(section) or any(u.kind == "section" for u in units)
-    return {
-        u.start
-        for u in units
-        if u.kind == "section" or (u.kind == "heading" and (u.level is not None or not in_rules))
-    }
+def path_breaks(units: list[_Unit]) -> set[int]:
+    """Offsets of the headings that close all paragraphs (every heading: inside a rule, a
+    bare numbered line is a table caption, no heading; `split_units`)."""
+    return {u.start for u in units if u.kind in ("section", "heading")}
 
 
 def path_at(starts: list[ParagraphStart], offset: int, before: Sequence[str] = ()) -> list[str]:

@@ -49,7 +49,7 @@ from ingest.loaders import LOADERS, UNSUPPORTED_HINTS, load_file
 log = logging.getLogger(__name__)
 
 # 2: char_start and para_path in the chunk metadata; 3: one definition a chunk.
-CHUNKER_VERSION = "3"
+CHUNKER_VERSION = "4"
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "fcc-rag/chunk")
 UPSERT_BATCH = 256
 SCROLL_PAGE = 2048

@@ -514,6 +514,27 @@ def test_each_definition_is_its_own_chunk():
     assert chunks[0].text.count("\n\n(") >= 3
 
 
+def test_a_table_caption_in_a_rule_is_no_heading(tmp_path):
+    """§ 97.303(h) holds a table captioned "60 M Band Frequencies (kHz)", a line shaped like a
+    KDB's numbered heading ("2. Requirements ..."). In the eCFR text files it was taken for
+    one and became the heading of the section's later chunks: (i) to (r), on other bands,
+    were embedded and ranked as being about the 60 m band. In a rule every chunk keeps the
+    section's heading; the caption stays in the text. (The section as text, from the
+    default corpus's XML: the form of `../shared/fcc-corpus/part97/txt`.)"""
+    from ingest.loaders import load_file
+
+    chunker, _ = _chunker()
+    xml = ROOT / "data/corpus/ecfr/part97/97.303.xml"
+    text = tmp_path / "97.303.txt"
+    text.write_text(load_file(xml, xml.read_bytes()).segments[0].text, encoding="utf-8")
+    chunks = chunker.chunk(load_file(text, text.read_bytes()))
+    assert chunks[0].heading == "§ 97.303 Frequency sharing requirements."
+    assert {c.heading for c in chunks} == {chunks[0].heading}
+    assert any("60 M Band Frequencies (kHz)" in c.text for c in chunks)
+    five_cm = next(c for c in chunks if "In the 5 cm band" in c.text)
+    assert "60 M" not in five_cm.embed_text
+
+
 # Store lock and the CLI ----------------------------------------------------------------------
 
 
