@@ -104,6 +104,11 @@ def bands_as_written(text: str) -> str:
 _BAND_ROW = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*(m|cm|mm)|Do)\s*\|(.*)$")
 _NUMBER_RANGE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)(?![\d.])")
 _FREQUENCY_UNITS = {"kHz": 1e3, "MHz": 1e6, "GHz": 1e9}
+# "5330.5-5406.4 kHz band (60 m band)", "135.7-137.8 kHz (2200 m) band"
+_NAMED_BAND = re.compile(
+    r"(?<![\d.])(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*(kHz|MHz|GHz)\s+(?:band\s+)?"
+    r"\((\d+(?:\.\d+)?)\s*(m|cm|mm)(?:\s+band)?\)"
+)
 _SPEED_OF_LIGHT = 299_792_458.0  # m/s
 
 
@@ -126,9 +131,27 @@ def find_band_ranges(texts: Iterable[str]) -> dict[str, tuple[float, float]]:
     A row names a band and its ranges without a unit (the unit is a header row, often in
     another chunk); the unit is the one (kHz, MHz, GHz) that puts the range nearest the band's
     own frequency, c / wavelength: "14.00-14.35" is MHz for the 20 m band (c / 20 m is 15
-    MHz). A range more than 1.6 times off in every unit is not read."""
+    MHz). A range more than 1.6 times off in every unit is not read.
+
+    The rules also name a band beside its range in running text: "In the 5330.5-5406.4 kHz
+    band (60 m band)" (§ 97.303(h): the 60 m band is in no table), "the 472-479 kHz (630 m)
+    band". Asked about "the 60 m band", § 97.303(r)'s 5 cm band was quoted before (h)."""
     found: dict[str, tuple[float, float]] = {}
+
+    def add(band: str, low: str, high: str, units: Iterable[float]) -> None:
+        nominal = _SPEED_OF_LIGHT / _wavelength(band)
+        middle = (float(low) + float(high)) / 2
+        scale = min(units, key=lambda u: abs(math.log(middle * u / nominal)))
+        if abs(math.log(middle * scale / nominal)) > math.log(1.6):
+            return
+        lo, hi = float(low) * scale, float(high) * scale
+        known = found.get(band, (lo, hi))
+        found[band] = (min(known[0], lo), max(known[1], hi))
+
     for text in texts:
+        for named in _NAMED_BAND.finditer(text):
+            low, high, unit, number, short = named.groups()
+            add(_band_key(number, short), low, high, [_FREQUENCY_UNITS[unit]])
         band = None
         for line in text.splitlines():
             row = _BAND_ROW.match(line)
@@ -137,17 +160,8 @@ def find_band_ranges(texts: Iterable[str]) -> dict[str, tuple[float, float]]:
             band = _band_key(row.group(1), row.group(2)) if row.group(1) else band
             if band is None:
                 continue
-            nominal = _SPEED_OF_LIGHT / _wavelength(band)
             for low, high in _NUMBER_RANGE.findall(row.group(3)):
-                middle = (float(low) + float(high)) / 2
-                scale = min(
-                    _FREQUENCY_UNITS.values(), key=lambda u: abs(math.log(middle * u / nominal))
-                )
-                if abs(math.log(middle * scale / nominal)) > math.log(1.6):
-                    continue
-                lo, hi = float(low) * scale, float(high) * scale
-                known = found.get(band, (lo, hi))
-                found[band] = (min(known[0], lo), max(known[1], hi))
+                add(band, low, high, _FREQUENCY_UNITS.values())
     return found
 
 

@@ -48,7 +48,8 @@ from ingest.loaders import LOADERS, UNSUPPORTED_HINTS, load_file
 
 log = logging.getLogger(__name__)
 
-# 2: char_start and para_path in the chunk metadata; 3: one definition a chunk.
+# 2: char_start and para_path in the chunk metadata; 3: one definition a chunk; 4: no
+# numbered headings inside a rule (a table caption is text).
 CHUNKER_VERSION = "4"
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "fcc-rag/chunk")
 UPSERT_BATCH = 256

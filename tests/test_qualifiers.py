@@ -11,6 +11,7 @@ from chains.qualifiers import (
     bands_as_written,
     expand_abbreviations,
     find_abbreviations,
+    find_band_ranges,
     qualifier_match,
     question_qualifiers,
 )
@@ -44,6 +45,24 @@ def passage(paragraph: str, n: int = 1) -> Passage:
         (0, len(text)), None, f"c{paragraph}", context=context,
         heading="§ 97.313 Transmitter power standards.", n=n,
     )  # fmt: skip
+
+
+def test_the_band_plan_is_read_from_tables_and_from_running_text():
+    """§ 97.301's rows give most bands; the 60 m band is in no table, only in § 97.303(h)'s
+    words, and § 97.313(k) names the 2200 m band beside its range."""
+    plan = find_band_ranges(
+        [
+            "20 m | 14.00-14.35 | 14.00-14.35 | 14.00-14.35",
+            "(h) 60 m band: (1) In the 5330.5-5406.4 kHz band (60 m band), amateur stations",
+            "in the 135.7-137.8 kHz (2200 m) band with",
+            "the 5.650-5.725 GHz band (60 m band)",  # 1000 times off the 60 m band: not read
+        ]
+    )
+    assert plan == {
+        "20m": (14.0e6, 14.35e6),
+        "60m": (5330.5e3, 5406.4e3),
+        "2200m": (135.7e3, 137.8e3),
+    }
 
 
 def test_band_frequency_and_class_pick_their_row():
