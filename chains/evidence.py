@@ -844,7 +844,7 @@ def with_paragraph_sentences(
     extended: list[Passage] = []
     for passage in kept:
         text = chunk_texts.get(passage.chunk_id or "")
-        if text is None or any(_holds(done, passage) for done in extended):
+        if text is None or any(holds(done, passage) for done in extended):
             continue
         if _is_row(passage.text):
             extended.append(passage)
@@ -898,8 +898,8 @@ def with_whole_lists(
     ]
     shown: list[Passage] = []
     for passage in quoted:
-        if not any(_holds(other, passage) for other in shown):
-            shown = [other for other in shown if not _holds(passage, other)]
+        if not any(holds(other, passage) for other in shown):
+            shown = [other for other in shown if not holds(passage, other)]
             shown.append(passage)
     return shown
 
@@ -1011,7 +1011,8 @@ def _resliced(passage: Passage, text: str, start: int, end: int, **changes: Any)
     )
 
 
-def _holds(outer: Passage, inner: Passage) -> bool:
+def holds(outer: Passage, inner: Passage) -> bool:
+    """`outer` quotes all of `inner` (same chunk, its span within)."""
     return (
         outer.chunk_id == inner.chunk_id
         and outer.span[0] <= inner.span[0]

@@ -32,7 +32,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from chains.citations import clean_citations
 from chains.evidence import (
@@ -40,6 +40,7 @@ from chains.evidence import (
     Passage,
     answer_each_part,
     cited_paragraphs,
+    holds,
     paragraph_markers,
     passages_from_chunks,
     rank_passages,
@@ -121,6 +122,14 @@ def asked_section(question: str) -> str | None:
         return None
     rest = re.findall(r"[^\W_]+", _SECTION_REF.sub(" ", question).lower())
     return found.pop() if all(word in _WHOLE_SECTION_WORDS for word in rest) else None
+
+
+class Selection(NamedTuple):
+    """What `RagChain.select_passages` chose for a question."""
+
+    passages: list[Passage]  # to quote, best first (lists and paragraphs widened)
+    searched: dict[str, Any]  # what retrieval looked at, and why it abstained
+    chosen: list[Passage]  # the passages as ranked, before their quotes were widened
 
 
 @dataclass
@@ -308,11 +317,22 @@ def quote_passages(prepared: _Prepared) -> Verification:
 
 
 def lead_short_answer(
-    question: str, passages: Sequence[Passage], abbreviations: dict[str, str]
+    question: str,
+    passages: Sequence[Passage],
+    chosen: Sequence[Passage],
+    abbreviations: dict[str, str],
 ) -> str | None:
-    """The short answer from the best passage (`chains.short_answer`), or None."""
-    words = short_answer(question, passages, abbreviations)
-    return format_short_answer(words, passages[0]) if words else None
+    """The short answer (`chains.short_answer`), or None: read first from the passages the
+    ranking chose, before they were widened to their list or paragraph, then from the quotes.
+    Widened, § 97.313(b)'s "1.5 kW PEP" is quoted with (c)'s "200 W PEP" and (j)'s "10 W PEP",
+    and the quote states no one amount; chosen, (b) does. Pinpointed to the chosen passage and
+    numbered as the quote that holds it."""
+    for candidates in (chosen, passages):
+        words = short_answer(question, candidates, abbreviations) if candidates else None
+        shown = next((p for p in passages if words and holds(p, candidates[0])), None)
+        if shown is not None:
+            return format_short_answer(words, replace(candidates[0], n=shown.n))
+    return None
 
 
 def _complete_sentences(draft: str) -> str:
@@ -479,7 +499,7 @@ class RagChain:
         result = RagResult(question=question, standalone_question=question, answer=None)
         try:
             chunks = self._retrieve(question, k, mode, filters, score_threshold)
-            passages, searched = self.select_passages(question, chunks, mode, filters)
+            passages, searched, _ = self.select_passages(question, chunks, mode, filters)
         except Exception as error:
             log.exception("Retrieval failed")
             result.error = f"Retrieval failed: {error}"
@@ -521,10 +541,11 @@ class RagChain:
         mode: str | None = None,
         filters: dict | None = None,
         reread: bool = False,
-    ) -> tuple[list[Passage], dict[str, Any]]:
+    ) -> Selection:
         """The best evidence passages for the question, or none when the best is too weak.
 
-        Returns (passages, what was searched). A question about one section as a whole
+        Returns the passages to quote, what was searched, and the passages the ranking chose
+        before their quotes were widened. A question about one section as a whole
         ("§ 97.119", "What does § 97.119 require?": `asked_section`) gets that section's
         passages in document order. `reread`: the chat model reorders the kept passages
         (`chains.rerank`, RERANK_WEIGHT); without it no model is called.
@@ -548,17 +569,17 @@ class RagChain:
             for passage in passages:
                 passage.score = 1.0
             searched["section_only"] = section
-            return passages, searched
+            return Selection(passages, searched, passages)
         missing = self.retriever.missing_references(question)
         if missing:  # "§ 15.407", "Part 90": a rule the documents do not hold
             searched["missing_references"] = missing
-            return [], searched
+            return Selection([], searched, [])
         absent = self.retriever.absent_terms(distinctive_terms(question)) if chunks else []
         if chunks and not absent:
             absent = self.retriever.absent_phrases(proper_names(question))
         if absent:  # "GMRS", "Wi-Fi", "Citizens Broadband Radio Service": nowhere in the documents
             searched["absent_terms"] = absent
-            return [], searched
+            return Selection([], searched, [])
         candidates = passages_from_chunks(chunks)
         # "the 30 meter band" ranks as "the 30 meter band (10.1-10.15 MHz)" (the band plan)
         asked = with_band_frequencies(question, self.retriever.band_ranges())
@@ -582,7 +603,7 @@ class RagChain:
             searched["closest"] = [
                 {"pinpoint": p.pinpoint, "score": round(p.score, 4)} for p in ranked[:CLOSEST_SHOWN]
             ]
-            return [], searched
+            return Selection([], searched, [])
         searched["weak_match"] = best < self.settings.passage_confident
         # Keep passages near the best one: a weak tail only distracts a small model.
         floor = max(self.settings.passage_threshold, best - self.settings.passage_margin)
@@ -593,7 +614,7 @@ class RagChain:
             searched["closest"] = [
                 {"pinpoint": p.pinpoint, "score": round(p.score, 4)} for p in kept[:CLOSEST_SHOWN]
             ]
-            return [], searched
+            return Selection([], searched, [])
         if reread:
             kept = rerank(question, kept, self.llm, self.settings.rerank_weight)
             searched["reranked"] = any(p.likelihood is not None for p in kept)
@@ -606,8 +627,7 @@ class RagChain:
             chunk_order=order,
             abbreviations=abbreviations,
         )
-        kept = widen_quotes(kept, chunks, candidates)
-        return kept, searched
+        return Selection(widen_quotes(kept, chunks, candidates), searched, kept)
 
     def _with_cited_standards(
         self,
@@ -802,7 +822,7 @@ class RagChain:
             condensed_at = time.perf_counter()
             prepared.timings["condense_s"] = condensed_at - started
             chunks = self._retrieve(prepared.standalone, k, mode, filters)
-            passages, prepared.searched = self.select_passages(
+            passages, prepared.searched, chosen = self.select_passages(
                 prepared.standalone, chunks, mode, filters, reread=True
             )
             prepared.timings["retrieve_s"] = time.perf_counter() - condensed_at
@@ -814,7 +834,7 @@ class RagChain:
                 prepared.sources, prepared.passages = sources, passages
                 if not section_only:
                     prepared.short_answer = lead_short_answer(
-                        prepared.standalone, passages, self.retriever.abbreviations()
+                        prepared.standalone, passages, chosen, self.retriever.abbreviations()
                     )
                 return prepared
             max_new_tokens = gen.get("max_new_tokens") or self.llm.max_new_tokens
@@ -825,7 +845,7 @@ class RagChain:
             prepared.passages = passages[: len(prepared.sources)]
             if prepared.mode == "verified":
                 prepared.short_answer = lead_short_answer(
-                    prepared.standalone, prepared.passages, self.retriever.abbreviations()
+                    prepared.standalone, prepared.passages, chosen, self.retriever.abbreviations()
                 )
         except Exception as error:
             log.exception("RAG preparation failed")

@@ -28,6 +28,14 @@ _ASKS_CONDITION = re.compile(
     r"^\W*(?:when|under\s+what|in\s+what\s+(?:cases|circumstances))\b", re.I
 )
 _TIME_UNITS = {"s", "day", "month", "year"}
+# "restricted to which mode?", "Which emission types ...": the question names what it asks
+# for, and it is no amount; the band it also names made `wants_amount` true, and § 97.303(h)'s
+# "5330.5-5406.4 kHz" answered the 60 m band's phone mode.
+_ASKED_THING = re.compile(
+    r"\b(?:which|what)\s+(?!(?:is|are|was|were|must|may|can|could|does|do|did|should|shall|"
+    r"will|would|has|have|the|a|an)\b)([a-z]+(?:\s+[a-z]+)?)",
+    re.I,
+)
 # "+ 40 dB relative to one watt" states 40 dBW: "one watt" is the reference, not the amount
 # (asked the power "on the 2200 meter band", § 80.215(k) answered "At most one watt").
 _REFERENCE = re.compile(r"\b(?:relative|referenced|referred)\s+to\s+(?:an?\s+|the\s+)?$", re.I)
@@ -93,6 +101,9 @@ def stated_amount(question: str, passage: Passage) -> str | None:
     ("a call sent three times at intervals of two minutes ... must cease for fifteen minutes"
     answered "How long can I keep calling?" with "Two minutes")."""
     if not wants_amount(question):
+        return None
+    thing = _ASKED_THING.search(question)
+    if thing and not (wants_amount(thing.group(1)) or asked_units(thing.group(1))):
         return None
     asked = {q.value for q in extract_quantities(question) if q.kind in ("quantity", "number")}
     units = asked_units(question)

@@ -153,6 +153,33 @@ def test_the_short_answer_is_the_amount_in_the_passage_s_words():
                   "bands of 100 MHz or less")  # fmt: skip
     assert stated_amount("When may testing of other channels in a band be skipped?", sar) is None
     assert stated_amount("What band width may skip testing other channels?", sar) == "100 MHz"
+    # The question names what it asks for, and that is no amount: the band it names is not
+    # asked (§ 97.303(h) answered the 60 m band's phone mode with "5330.5-5406.4 kHz").
+    sixty = replace(ss, text="In the 5330.5-5406.4 kHz band (60 m band), amateur stations may "
+                    "transmit only on the five center frequencies")  # fmt: skip
+    assert stated_amount("On the 60 m band, phone is restricted to which mode?", sixty) is None
+    assert stated_amount("Which frequency range is the 60 m band?", sixty) == "5330.5-5406.4 kHz"
+
+
+def test_the_short_answer_reads_the_chosen_item_of_a_list_quoted_whole():
+    """Ranked first, § 97.313(i) states one amount for the 60 m band; quoted with its
+    neighbour (d) (25 W PEP on the 1.25 m band), the quote states two. The short answer
+    reads the chosen item and cites the quote that holds it."""
+    from chains.evidence import holds
+    from chains.rag import lead_short_answer
+
+    first, second = passage("(i)"), passage("(d)")
+    whole = f"{first.text} {second.text}"
+    chosen = [
+        replace(first, chunk_id="c", span=(0, len(first.text)), score=1.0),
+        replace(second, chunk_id="c", span=(len(first.text) + 1, len(whole)), score=0.95),
+    ]
+    quoted = replace(chosen[0], text=whole, span=(0, len(whole)), pinpoint="§ 97.313", n=2)
+    assert all(holds(quoted, item) for item in chosen)
+    question = "What is the maximum power on the 60 m band?"
+    assert short_answer(question, [quoted]) is None  # 100 W and 25 W: which?
+    answer = lead_short_answer(question, [quoted], chosen, {})
+    assert answer == "At most 100 W PEP (§ 97.313(i)) [2]"
 
 
 def test_no_short_answer_when_a_close_rival_states_another_amount_for_the_same_case():
