@@ -131,6 +131,9 @@ class Passage:
     dense_score: float | None = None  # cosine(question, passage), set by rank_passages
     likelihood: float | None = None  # log P(question | passage) per token, set by chains.rerank
     part: str | None = None  # the part of a two-part question it answers (answer_each_part)
+    # The pinpoint of the table row that cites this paragraph for its standards ("20 m | ... |
+    # RTTY, data | (f)(3)."): quoted with the row (`RagChain._with_cited_standards`).
+    standard_of: str | None = None
 
     @property
     def evidence(self) -> str:

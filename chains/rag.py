@@ -637,7 +637,8 @@ class RagChain:
         candidates: list[Passage],
         abbreviations: dict[str, str],
     ) -> tuple[list[Passage], list[RetrievedChunk], list[Passage]]:
-        """`ranked` with the paragraphs a kept table row cites, ranked at least as the row.
+        """`ranked` with the paragraphs a kept table row cites, ranked at least as the row, and
+        quoted with it (`Passage.standard_of`).
 
         § 97.305(c)'s rows give each band's emission types and, by paragraph, the § 97.307
         standards they follow ("20 m | 14.00-14.15 MHz | RTTY, data | (f)(3)."); asked for the
@@ -653,6 +654,7 @@ class RagChain:
             cited = cited_paragraphs(passage.text) if target and passage.score >= floor else []
             if cited:
                 wanted = {(target, paragraph): passage.score for paragraph in cited}
+                cited_by = passage.pinpoint
                 break
         if not wanted:
             return ranked, list(chunks), candidates
@@ -685,6 +687,7 @@ class RagChain:
             row = row_score(passage)
             if row is not None:
                 passage.score = max(passage.score, row)
+                passage.standard_of = cited_by
             elif (passage.section, _top_list(passage.paragraph or "")) in lists:
                 # (f)(5) "19.6 kilobauds" is the standard of other bands' rows: another case
                 passage.score -= W_QUALIFIER

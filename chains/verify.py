@@ -407,18 +407,25 @@ def extractive_answer(
     question: str, passages: Sequence[Passage], max_quotes: int = 2, embedder=None
 ) -> Verification:
     """Quotes only, no model: the top passage verbatim with its pinpoint and [n], and a
-    second one when it scores within QUOTE_MARGIN of the first and is another paragraph."""
+    second one when it scores within QUOTE_MARGIN of the first and is another paragraph. A
+    quoted table row brings one paragraph it cites for its standards on top (`standard_of`):
+    asked the 60 m band's phone mode, § 97.305(c)'s row "60 m | ... | Phone, RTTY, data |
+    (f)(14)." was the second quote and § 97.307(f)(14)'s "Upper sideband (USB)" the third."""
     passages = number_passages(passages)
     whole = [p for p in passages if p.part is None]
     if not whole:
         return Verification(answer="", fallback=True)
     ranked = _ranked(question, whole, embedder)
-    quotes = [ranked[0]]
+    quotes, standards = [ranked[0]], 0
     for passage in ranked[1:]:
-        if len(quotes) >= max_quotes or passage.score < ranked[0].score - QUOTE_MARGIN:
+        if passage.score < ranked[0].score - QUOTE_MARGIN:
             break
+        standard = not standards and any(q.pinpoint == passage.standard_of for q in quotes)
+        if len(quotes) - standards >= max_quotes and not standard:
+            continue
         if all((passage.section, passage.paragraph) != (q.section, q.paragraph) for q in quotes):
             quotes.append(passage)
+            standards += standard
     # The passage for each part of a two-part question (chains.evidence.answer_each_part) too.
     quoted = {(q.section, q.paragraph) for q in quotes}
     quotes += [p for p in passages if p.part is not None and (p.section, p.paragraph) not in quoted]

@@ -436,3 +436,10 @@ def test_a_table_row_brings_the_paragraph_it_cites(tmp_path):
     assert any(p.startswith("§ 97.305(c)") for p in pinpoints), pinpoints
     assert "§ 97.307(f)(3)" in pinpoints
     assert "The authorized bandwidth is 2.8 kHz" in answer.answer
+    # The 60 m band is in no band-plan table: § 97.303(h) names it beside its range. Its row
+    # cites (f)(14), whose table restricts phone to upper sideband: quoted with the row.
+    assert retriever.band_ranges()["60m"] == (5330.5e3, 5406.4e3)
+    question = "On the 60 m band, phone transmissions are restricted to which mode?"
+    answer = RagChain(None, retriever).invoke(question, answer_mode="extractive").answer
+    assert "Upper sideband transmissions (USB)" in answer, answer
+    assert not answer.startswith("5330.5")  # a mode is asked, not an amount

@@ -281,6 +281,31 @@ def test_extractive_second_quote_only_when_close_and_elsewhere(shared_corpus):
     assert extractive_answer("q", _numbered(_scored(b, 0.8), _scored(k, 0.8)), 1).cited == [1]
 
 
+def test_a_quoted_row_brings_one_paragraph_it_cites():
+    """§ 97.305(c)'s row names the paragraph holding its band's standards; the answer quotes
+    two passages, and the row's cited paragraph comes on top of them (one, not every one)."""
+
+    def passage(pinpoint: str, text: str, score: float, standard_of: str | None = None):
+        section, _, paragraph = pinpoint[2:].partition("(")
+        return _scored(
+            Passage(text, pinpoint, section, f"({paragraph}", None, None, (0, len(text)), None,
+                    pinpoint, standard_of=standard_of),
+            score,
+        )  # fmt: skip
+
+    row = "§ 97.305(c)(3)(iii)"
+    ranked = _numbered(
+        passage("§ 97.303(h)(1)", "In the 5330.5-5406.4 kHz band (60 m band), ...", 0.82),
+        passage(row, "60 m | 5.332, 5.348, 5.3585, 5.373 and 5.405 MHz | Phone | (f)(14).", 0.78),
+        passage("§ 97.307(f)(14)(i)", "Phone | 2K80J3E | Upper sideband (USB).", 0.78, row),
+        passage("§ 97.307(f)(14)(ii)", "CW | 150HA1A | Morse telegraphy.", 0.78, row),
+        passage("§ 97.303(h)(2)", "Amateur stations transmitting on the 60 m band ...", 0.77),
+    )
+    assert extractive_answer("q", ranked).cited == [1, 2, 3]
+    ranked[2].standard_of = ranked[3].standard_of = None  # no row cites them
+    assert extractive_answer("q", ranked).cited == [1, 2]
+
+
 def test_extractive_answer_ranks_unscored_passages(embedder):
     text = (SAMPLE_CORPUS / "part15_conducted_limits.txt").read_text()
     start = text.index("§ 15.207")
