@@ -671,7 +671,7 @@ class ChunkRetriever(BaseRetriever):
             raise ValueError(f"search_type must be 'similarity' or 'mmr', not {search_type!r}")
         k = merged.k
         if k is None:
-            k = getattr(getattr(self.retriever, "settings", None), "retrieval_k", 8)
+            k = (getattr(self.retriever, "settings", None) or get_settings()).retrieval_k
         options: dict[str, Any] = {
             "k": k,
             "filters": merged.filters,
