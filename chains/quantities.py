@@ -324,6 +324,7 @@ def missing_quantities(
 # "must use the minimum transmitter power necessary", not (b)'s 1.5 kW PEP).
 _WANTS_AMOUNT = re.compile(
     r"\bhow\s+(?:much|many|long|often|fast|far|high|low|old|soon|large|big|wide)\b|"
+    r"\bthe\s+(?:most|least|highest|lowest|longest|shortest)\b|"
     r"\b(?:maximum|minimum|max|min|limit|limits|power|frequency|frequencies|band|"
     r"distance|duration|deadline|rate|level|tolerance|bandwidth|field strength|speed)\b",
     re.IGNORECASE,

@@ -120,6 +120,9 @@ def test_the_short_answer_is_the_amount_in_the_passage_s_words():
     ss = passage("(j)")
     words = short_answer("What power limit applies to a spread spectrum emission?", [ss])
     assert format_short_answer(words, ss) == "At most 10 W PEP (§ 97.313(j)) [1]"
+    # "the most ... output" asks for an amount though it says neither "maximum" nor "power".
+    asked = "What is the most transmitter output allowed when sending a SS emission?"
+    assert stated_amount(asked, ss) == "at most 10 W PEP"
     # A list item reads its amount from its lead-in; the asked frequency is no answer.
     row = passage("(c)(1)", n=2)
     assert stated_amount("What is the maximum power on 10.140 MHz?", row) == "at most 200 W PEP"
